@@ -127,3 +127,13 @@ def test_shared_prefix_cache_gives_the_same_outputs(tiny_model_dir):
         for row_a, row_b in zip(a, b):
             for x, y in zip(row_a, row_b):
                 assert x.logprob_sum == pytest.approx(y.logprob_sum, abs=1e-3)
+
+
+def test_samples_sharing_one_prompt_prefill_match_greedy(smollm2):
+    """n samples reuse one prefill of their prompt; with top_k=1 each must be the greedy text and log-probs."""
+    greedy = smollm2.generate(convs(), SamplingParams(max_new_tokens=16))
+    sampled = smollm2.generate(convs(), SamplingParams(n=3, temperature=1.0, top_k=1, max_new_tokens=16, seed=1))
+    for g, row in zip(greedy, sampled):
+        assert [s.text for s in row] == [g[0].text] * 3
+        for s in row:
+            assert s.logprob_sum == pytest.approx(g[0].logprob_sum, abs=1e-3)

@@ -1,7 +1,7 @@
 """The transformers backend: batched, left-padded, length-bucketed chat generation and scoring.
 
 Prompts are sorted by token length and cut into batches (`batch_size` sequences each, `n` samples per
-conversation via `num_return_sequences`), so padding stays small. Sampling is batch-invariant and the
+conversation sharing one prefill of its prompt), so padding stays small. Sampling is batch-invariant and the
 log-probs come from the generation itself (see `evoalign.models.sampling`). Loads a local directory,
 a hub id, a GGUF file, and optionally a PEFT adapter on top; dtype and device are chosen automatically.
 """
@@ -214,19 +214,14 @@ class HFChatModel(ChatModel):
         distinct = 1 if params.greedy else params.n
         seeds = [row_seed(params.seed, conv, k) for conv in convs for k in range(distinct)]
         sampler = RecordingSampler(params, seeds, self.device)
-        inputs = self._prefix_cached_inputs(prompts, distinct)
-        expand = 1 if "past_key_values" in inputs else distinct
+        inputs = self._prefilled_inputs(prompts, distinct)
         eot = self.end_of_turn_ids
-        # The sampler returns one-hot scores, so transformers' own sampling (needed for
-        # num_return_sequences) can only pick the token the sampler chose.
+        # The sampler returns one-hot scores, so transformers' greedy step picks exactly the token it chose;
+        # rows are already expanded per sample, so transformers' own (slow, batch-global) sampling never runs.
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
-            do_sample=expand > 1,
-            temperature=1.0,
-            top_k=None,
-            top_p=1.0,
+            do_sample=False,
             num_beams=1,
-            num_return_sequences=expand,
             eos_token_id=eot,
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=list(params.stop) or None,
@@ -242,28 +237,48 @@ class HFChatModel(ChatModel):
         logprobs = sampler.logprob_matrix().tolist()
         return [self._make_sample(tokens, lps, eot, params) for tokens, lps in zip(generated, logprobs)]
 
-    def _prefix_cached_inputs(self, prompts: list[list[int]], distinct: int) -> dict[str, Any]:
-        """Generation inputs; when the rows share a long prefix (system prompt, few-shot examples), its KV cache.
+    def _prefilled_inputs(self, prompts: list[list[int]], distinct: int) -> dict[str, Any]:
+        """Generation inputs, one row per (prompt, sample), with as much of the prompts prefilled once as possible.
 
-        The shared prefix is prefilled once and its cache repeated for every row, so only each row's own
-        suffix is prefilled. Rows are laid out as [prefix][padding][suffix]; transformers derives position
-        ids from the attention mask, so the padding in the middle does not shift positions.
+        A long prefix shared by every prompt (system prompt, few-shot examples) is prefilled once; each prompt
+        is prefilled once however many samples it gets; the KV cache is then repeated per row. Rows are laid
+        out as [shared prefix][padding][own suffix]; positions come from the attention mask, so the padding in
+        the middle shifts nothing. With neither saving available this is plain left padding.
         """
         import torch
 
         shared = min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
-        rows = len(prompts) * distinct
-        if rows < 2 or shared < self.min_shared_prefix:
+        if len(prompts) * distinct < 2 or shared < self.min_shared_prefix:
+            shared = 0
+        if shared == 0 and distinct == 1:
             input_ids, mask = self._pad_left(prompts)
             return {"input_ids": input_ids, "attention_mask": mask}
-        prefix = torch.tensor([prompts[0][:shared]], device=self.device)
-        with torch.inference_mode():
-            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
-        cache.batch_repeat_interleave(rows)
-        suffix_ids, suffix_mask = self._pad_left([p[shared:] for p in prompts for _ in range(distinct)])
-        input_ids = torch.cat([prefix.expand(rows, shared), suffix_ids], dim=1)
+        suffix_ids, suffix_mask = self._pad_left([p[shared:] for p in prompts])
+        prefix = torch.tensor([prompts[0][:shared]], device=self.device, dtype=suffix_ids.dtype)
+        input_ids = torch.cat([prefix.expand(len(prompts), shared), suffix_ids], dim=1)
         mask = torch.cat([torch.ones_like(input_ids[:, :shared]), suffix_mask], dim=1)
-        return {"input_ids": input_ids, "attention_mask": mask, "past_key_values": cache}
+        cache = None
+        with torch.inference_mode():
+            if shared:
+                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(prompts))
+            if input_ids.shape[1] - 1 > shared:  # everything but each row's last token, which generate() feeds
+                positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, shared:-1]
+                cache = self.model(
+                    input_ids=input_ids[:, shared:-1],
+                    attention_mask=mask[:, :-1],
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                ).past_key_values
+        inputs = {
+            "input_ids": input_ids.repeat_interleave(distinct, dim=0),
+            "attention_mask": mask.repeat_interleave(distinct, dim=0),
+        }
+        if cache is not None:  # None only for one-token prompts: nothing to prefill
+            cache.batch_repeat_interleave(distinct)
+            inputs["past_key_values"] = cache
+        return inputs
 
     def _make_sample(self, tokens: list[int], logprobs: list[float], eot: list[int], params: SamplingParams):
         length = next((i for i, t in enumerate(tokens) if t in eot), None)

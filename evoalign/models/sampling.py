@@ -3,7 +3,9 @@
 `transformers` samples with one global RNG across the batch, so the same prompt gets different samples
 depending on what else is in its batch, and resuming an interrupted run cannot reproduce the samples the
 uninterrupted run would have drawn. Here each row (conversation, sample index) owns a generator seeded
-from its content, and the token is drawn with the Gumbel-max trick over the warped distribution. The
+from its content and draws one uniform number per step; the token is read off the warped distribution's
+cumulative sum at that point (inverse-CDF sampling: one random number per row, not one per vocabulary
+entry as with Gumbel-max, which kept the sampler cheap next to the model's own step). The
 processor also records each chosen token's log-probability under the *unwarped* distribution, so
 log-probs come from the generation itself, with no second forward pass.
 """
@@ -26,7 +28,7 @@ def row_seed(seed: int | None, conversation: Conversation, sample_index: int) ->
 
 def warp_logprobs(logprobs: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Apply temperature, top-k and top-p to log-probs of shape (rows, vocab); masked entries are -inf."""
-    warped = torch.log_softmax(logprobs / params.temperature, dim=-1)
+    warped = logprobs if params.temperature == 1.0 else torch.log_softmax(logprobs / params.temperature, dim=-1)
     if params.top_k and params.top_k < warped.shape[-1]:
         kth = torch.topk(warped, params.top_k, dim=-1).values[..., -1:]
         warped = warped.masked_fill(warped < kth, float("-inf"))
@@ -62,12 +64,11 @@ class RecordingSampler:
         if self.generators is None:
             chosen = logprobs.argmax(dim=-1)
         else:
-            warped = warp_logprobs(logprobs, self.params)
-            noise = torch.stack(
-                [torch.rand(warped.shape[-1], generator=g, device=warped.device) for g in self.generators]
-            )
-            gumbel = -torch.log((-torch.log(noise.clamp_min(1e-20))).clamp_min(1e-20))
-            chosen = (warped + gumbel).argmax(dim=-1)
+            cdf = warp_logprobs(logprobs, self.params).exp().cumsum(dim=-1)
+            uniform = torch.cat([torch.rand(1, generator=g, device=cdf.device) for g in self.generators])
+            # right=True: the first entry whose cumulative sum exceeds u, so masked (zero) entries are never hit
+            chosen = torch.searchsorted(cdf, uniform[:, None] * cdf[:, -1:], right=True).squeeze(-1)
+            chosen = chosen.clamp_max(cdf.shape[-1] - 1)
         self.chosen_logprobs.append(logprobs.gather(-1, chosen[:, None]).squeeze(-1))
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(-1, chosen[:, None], 0.0)
