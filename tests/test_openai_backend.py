@@ -1,5 +1,6 @@
 """The openai-compatible backend against the loopback test server: sampling, logprobs, order, retries through
-every scripted fault, the concurrency bound, the retry budget, API-key handling and clean server shutdown."""
+every scripted fault, the concurrency bound, the retry budget, the start-up reachability check, API-key handling
+and clean server shutdown."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import urllib.request
 import pytest
 
 from evoalign.errors import ModelError
+from evoalign.judges import CascadeJudge, LLMJudge
 from evoalign.models.base import SamplingParams
+from evoalign.models.cache import CachedChatModel
 from evoalign.models.openai_backend import OpenAIChatModel
 from evoalign.testing.openai_server import FaultPlan, OpenAIServer
 
@@ -207,6 +210,22 @@ def test_unreachable_server_raises_model_error_naming_spec_and_url():
     message = str(caught.value)
     assert f"openai:test-model@{url}" in message and "after 2 attempt(s)" in message and "connection" in message
     assert "\n" not in message
+
+
+def test_check_reaches_the_server_directly_through_the_cache_and_through_judges(tmp_path):
+    with OpenAIServer() as server:
+        model = make_model(server, max_retries=1)
+        cached = CachedChatModel(model, tmp_path / "cache.sqlite")
+        checked = (model, cached, LLMJudge(cached), CascadeJudge(cached))
+        for each in checked:
+            each.check()
+        assert server.stats["requests"] == 0, "a check asks for GET /models, never for a completion"
+        url = server.base_url
+    assert not (tmp_path / "cache.sqlite").exists(), "the cache file appears on first use"
+    for each in checked:
+        with pytest.raises(ModelError, match=f"{url}.*after 2 attempt"):
+            each.check()
+    model.close()
 
 
 def test_missing_api_key_variable_is_named(monkeypatch: pytest.MonkeyPatch):

@@ -24,7 +24,7 @@ from evoalign.eval.registry import BENIGN, HARMFUL, BenchmarkData, load_suite
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
-from evoalign.models import ChatModel, SamplingParams, load_model, parse_spec
+from evoalign.models import ChatModel, SamplingParams, call_stats, load_model, parse_spec
 from evoalign.models.base import Message, Sample
 from evoalign.prompts import CONDITIONS, condition_prefix, with_condition
 from evoalign.utils.io import atomic_write_json
@@ -215,14 +215,6 @@ def evaluate_run(
         "model_calls": {"model": call_stats(model), "judge": call_stats(getattr(judges[0], "model", None))},
         "responses": responses,
     }
-
-
-def call_stats(model: Any) -> dict[str, Any] | None:
-    """An API backend's running totals so far: requests, retries by failure kind, failures; None for local models."""
-    stats = getattr(model, "stats", None)
-    if not isinstance(stats, Mapping) or "requests" not in stats:
-        return None
-    return {"requests": stats["requests"], "retries": dict(stats["retries"]), "failures": stats["failures"]}
 
 
 def _record(benchmark: str, item: Mapping[str, Any], sample: Sample, verdict: Mapping[str, Any]) -> dict[str, Any]:

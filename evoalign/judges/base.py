@@ -62,6 +62,9 @@ class RefusalJudge(abc.ABC):
     def judge(self, items: list[JudgeItem]) -> list[dict[str, Any]]:
         """Judge validated items (never empty); one result dict per item, in order."""
 
+    def check(self) -> None:
+        """Raise ModelError now when a model-backed judge cannot be reached (see `ChatModel.check`)."""
+
 
 JudgeFactory = Callable[..., RefusalJudge]
 _REGISTRY: dict[str, tuple[JudgeFactory, bool]] = {}

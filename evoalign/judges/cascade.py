@@ -25,6 +25,14 @@ class CascadeJudge(RefusalJudge):
         self.rules = rules or EvoalignRules()
         self.name = f"cascade:{self.llm.model.spec}"
 
+    @property
+    def model(self) -> ChatModel:
+        """The LLM judge's chat model, as on `LLMJudge` (for call counts)."""
+        return self.llm.model
+
+    def check(self) -> None:
+        self.llm.check()
+
     def judge(self, items: list[JudgeItem]) -> list[dict[str, Any]]:
         results = [{**result, "source": "rules"} for result in self.rules.judge(items)]
         undecided = [index for index, result in enumerate(results) if not result["decided"]]

@@ -93,6 +93,9 @@ class LLMJudge(RefusalJudge):
         self.unknown_count = 0
         self.name = f"llm:{model.spec}"
 
+    def check(self) -> None:
+        self.model.check()
+
     def conversation(self, item: JudgeItem) -> Conversation:
         """The judge prompt for one item (long responses are cut to `max_response_chars`)."""
         response = item.response[: self.max_response_chars]

@@ -9,15 +9,18 @@ A model is named by a spec string, optionally with options in a mapping (YAML-fr
 
 `load_model(spec_or_mapping, cache=...)` resolves all of them; with a cache path the model is wrapped in the
 content-addressed response cache. Backends import their heavy dependencies only when constructed.
+`check_model(spec)` finds a missing path, API key or server without loading weights, so a stage can check all
+its models before it creates its run folder; `check_context` names the input line of a prompt too long for a
+model; `call_stats(model)` gives an API model's counts for a run summary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evoalign.errors import ModelError
+from evoalign.errors import DataError, ModelError
 from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score, as_conversation
 
 __all__ = [
@@ -27,6 +30,9 @@ __all__ = [
     "SamplingParams",
     "Score",
     "as_conversation",
+    "call_stats",
+    "check_context",
+    "check_model",
     "load_model",
     "parse_spec",
 ]
@@ -93,3 +99,47 @@ def load_model(spec: str | Mapping[str, Any], *, cache: str | Path | None = None
 
         model = CachedChatModel(model, cache)
     return model
+
+
+def check_model(spec: str | Mapping[str, Any]) -> None:
+    """ModelError now, without loading weights, if the spec is malformed, a local hf model or adapter path is
+    missing, or an API model's key variable is unset or its server out of reach."""
+    backend, target, options = parse_spec(spec)
+    if backend == "hf":
+        from evoalign.models.hf import _looks_local
+
+        if _looks_local(target) and not Path(target).expanduser().exists():
+            raise ModelError(f"model path not found: {target}")
+        if options.get("adapter") and not Path(options["adapter"]).expanduser().exists():
+            raise ModelError(f"adapter path not found: {options['adapter']}")
+    elif backend == "openai":
+        model = load_model(spec)
+        try:
+            model.check()
+        finally:
+            model.close()
+
+
+def check_context(
+    model: ChatModel, conversations: Sequence[Conversation], max_new_tokens: int, origins: Sequence[str]
+) -> None:
+    """DataError naming the origin (`file:line`) of the first conversation that, with `max_new_tokens` more tokens,
+    does not fit the model's context; only models that tokenize locally (hf) can be checked."""
+    limit = model.max_context
+    prompt_ids = getattr(model, "prompt_ids", None)
+    if not limit or prompt_ids is None:
+        return
+    for ids, conversation, origin in zip(prompt_ids(list(conversations)), conversations, origins):
+        if len(ids) + max_new_tokens > limit:
+            raise DataError(
+                f"{origin}: prompt ('{conversation[-1]['content'][:60]}...') is {len(ids)} tokens; with "
+                f"{max_new_tokens} new tokens it exceeds the model context of {limit} tokens ({model.spec})"
+            )
+
+
+def call_stats(model: Any) -> dict[str, Any] | None:
+    """An API backend's running totals so far: requests, retries by failure kind, failures; None for local models."""
+    stats = getattr(model, "stats", None)
+    if not isinstance(stats, Mapping) or "requests" not in stats:
+        return None
+    return {"requests": stats["requests"], "retries": dict(stats["retries"]), "failures": stats["failures"]}

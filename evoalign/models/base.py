@@ -132,6 +132,9 @@ class ChatModel(abc.ABC):
         """Longest prompt + response in tokens, when known."""
         return None
 
+    def check(self) -> None:
+        """Raise ModelError now when the model cannot answer (an API server out of reach); local models pass."""
+
     def close(self) -> None:
         """Release resources (HTTP sessions, GPU memory)."""
 

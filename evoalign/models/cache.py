@@ -3,7 +3,8 @@
 Each sample is stored under sha256(model identity, conversation, sampling params without n, sample index),
 so a rerun of the same calls makes no model calls, asking for more samples reuses the ones already drawn,
 and an interrupted run resumes where it stopped. Work is committed in chunks, and the database runs in WAL
-mode so concurrent readers (and several processes of a sharded run) are safe.
+mode so concurrent readers (and several processes of a sharded run) are safe. The file (and its folder) is
+created on first use, so a stage can load its models before it creates its run folder.
 """
 
 from __future__ import annotations
@@ -29,17 +30,17 @@ class ResponseCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=60)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            with connection:
+                connection.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._local.connection = connection
         return connection
 
@@ -106,6 +107,9 @@ class CachedChatModel(ChatModel):
 
     def score(self, conversations: list[Conversation], responses: list[str]) -> list[Score]:
         return self.inner.score(conversations, responses)
+
+    def check(self) -> None:
+        self.inner.check()
 
     def close(self) -> None:
         self.inner.close()

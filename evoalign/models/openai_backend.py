@@ -5,12 +5,14 @@ Requests run concurrently on a private event loop thread, at most `max_concurren
 connection pool survives between calls. Each request is retried with exponential backoff and full jitter on
 429, 408/409, 5xx, timeouts, dropped connections, malformed or truncated JSON and empty `choices`, waiting at
 least the server's `Retry-After`; the openai client's own retries are off so that every retry is counted in
-`stats`. When the retry budget is spent, `ModelError` names the model, the URL and the last error.
+`stats`. When the retry budget is spent, `ModelError` names the model, the URL and the last error. `check()`
+asks the server for `GET /models` the same way, so a stage finds an unreachable server before it writes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +20,7 @@ import random
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from evoalign.errors import ModelError
@@ -115,6 +117,13 @@ class OpenAIChatModel(ChatModel):
             return []
         return self._run(self._generate_all(conversations, params or SamplingParams(), desc))
 
+    def check(self) -> None:
+        """Reach the server before any work (GET /models, retried like a request); ModelError when it never answers."""
+        try:
+            self._run(self._with_retries(self._probe))
+        except _AttemptFailed as failure:
+            raise self._error(failure) from None
+
     def close(self) -> None:
         with self._loop_lock:
             loop_thread, self._loop_thread = self._loop_thread, None
@@ -198,7 +207,7 @@ class OpenAIChatModel(ChatModel):
 
     async def _complete(self, request: dict[str, Any]) -> list[Sample]:
         try:
-            return await self._with_retries(request)
+            return await self._with_retries(lambda: self._attempt(request))
         except _AttemptFailed as failure:
             if failure.status == 400 and "logprobs" in request:
                 return await self._complete_without_logprobs(request)
@@ -208,7 +217,7 @@ class OpenAIChatModel(ChatModel):
         """Retry a request the server rejected once without logprobs; if that works, stop asking for them."""
         request = {key: value for key, value in request.items() if key not in ("logprobs", "top_logprobs")}
         try:
-            samples = await self._with_retries(request)
+            samples = await self._with_retries(lambda: self._attempt(request))
         except _AttemptFailed as failure:
             raise self._error(failure) from None
         if not self.stats["logprobs_rejected"]:
@@ -216,11 +225,11 @@ class OpenAIChatModel(ChatModel):
             self.stats["logprobs_rejected"] = True
         return samples
 
-    async def _with_retries(self, request: dict[str, Any]) -> list[Sample]:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(self.max_retries + 1):
             try:
                 async with self._semaphore:
-                    return await self._attempt(request)
+                    return await call()
             except _AttemptFailed as failure:
                 failure.attempts = attempt + 1
                 if not failure.retryable or attempt == self.max_retries:
@@ -232,17 +241,30 @@ class OpenAIChatModel(ChatModel):
     async def _attempt(self, request: dict[str, Any]) -> list[Sample]:
         import openai
 
+        try:
+            raw = await self._send(self._client.chat.completions.with_raw_response.create(**request))
+        except openai.APIStatusError as err:
+            raise _status_failure(err) from None
+        return _parse_completion(raw.http_response.content)
+
+    async def _probe(self) -> None:
+        import openai
+
+        with contextlib.suppress(openai.APIStatusError):  # any HTTP answer shows that the server is there
+            await self._send(self._client.models.with_raw_response.list())
+
+    async def _send(self, call: Awaitable[T]) -> T:
+        """Await one HTTP request (counted in stats); timeouts and dropped connections become retryable failures."""
+        import openai
+
         self.stats["requests"] += 1
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(**request)
+            return await call
         except openai.APITimeoutError:
             raise _AttemptFailed("timeout", f"timed out after {self.timeout:g}s", retryable=True) from None
         except openai.APIConnectionError as err:
             cause = err.__cause__ or err
             raise _AttemptFailed("connection", f"connection error ({cause!r})", retryable=True) from None
-        except openai.APIStatusError as err:
-            raise _status_failure(err) from None
-        return _parse_completion(raw.http_response.content)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = self._rng.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
