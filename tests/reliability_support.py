@@ -98,6 +98,17 @@ def run_to_end(command: Sequence[str]) -> float:
     return time.monotonic() - start
 
 
+def comparable_summary(run_dir: Path) -> dict[str, Any]:
+    """A run's summary.json without what differs between equal runs: model call counts (retries, cached calls
+    skipped on resume) and timings."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("model_calls")
+    summary.pop("seconds", None)
+    for entry in summary.get("iterations", []):
+        entry.pop("seconds", None)
+    return summary
+
+
 def stray_files(folder: Path) -> list[str]:
     """Temporary or partial files that an atomic writer would have left behind."""
     pattern = re.compile(r"(\.tmp$|\.part$|\.partial$|^tmp)")

@@ -24,6 +24,7 @@ from evoalign.datagen.dedup import jaccard, shingles
 from evoalign.errors import ConfigError, DataError, ModelError
 from evoalign.judges import COMPLIANCE, get_judge, is_refusing
 from evoalign.testing.openai_server import FaultPlan, OpenAIServer
+from tests.reliability_support import comparable_summary
 
 REFUSAL = "I'm sorry, but I can't help with that."
 BENIGN_INSTRUCTIONS = [
@@ -249,6 +250,9 @@ def test_files_load_as_datasets_and_with_the_recipes_loader(built):
     assert "cut off at 384 tokens" in card, "the card shows real settings (max_new_tokens is not a secret)"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["splits"]["train_sft"]["total"] == len(built.splits["train_sft"])
+    calls = summary["model_calls"]  # one API model serves two roles; the hf policy and the rule judge make none
+    assert calls["policy"] is None and calls["judge"] is None
+    assert calls["responder + target"]["requests"] > 0 and calls["responder + target"]["failures"] == 0
     assert json.loads((out / "run_info.json").read_text())["stage"] == "build"
     data = pytest.importorskip("evoalign.train.data")
     for splits, columns in (
@@ -276,8 +280,9 @@ def test_kill_and_resume_finishes_with_identical_files(server, inputs, tmp_path)
     resumed = build(config_for(server, inputs, tmp_path / "killed", resume=True))
     assert server.stats["requests"] < first_round, "round 0 came from the cache"
     assert resumed.splits == clean.splits
-    for name in ("train_sft.jsonl", "test_sft.jsonl", "train_prefs.jsonl", "test_prefs.jsonl", "summary.json"):
+    for name in ("train_sft.jsonl", "test_sft.jsonl", "train_prefs.jsonl", "test_prefs.jsonl"):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
+    assert comparable_summary(tmp_path / "killed") == comparable_summary(tmp_path / "clean")
 
 
 def test_cli_reports_and_rejects_bad_configs(server, inputs, tmp_path, capsys):

@@ -3,8 +3,8 @@
 Each stage runs through its `main(argv)` against the loopback OpenAI-compatible server, once without faults and
 once with a seeded 20% mix of every fault kind (429 with and without Retry-After, 500, 503, hung connections past
 the client's timeout, dropped connections, truncated and malformed JSON, empty `choices`). The faulty run must
-finish, produce the same files as the clean run (nothing lost, nothing duplicated), and the server's counts must
-show that faults really happened and were all retried.
+finish, produce the same files as the clean run (nothing lost, nothing duplicated), the server's counts must
+show that faults really happened and were all retried, and the stage's summary must count every one of them.
 """
 
 from __future__ import annotations
@@ -49,6 +49,13 @@ def assert_faults_retried(server: OpenAIServer) -> None:
     assert stats["requests"] >= faults
 
 
+def assert_counted(calls: dict, roles: list[str], server: OpenAIServer) -> None:
+    """The summary's `model_calls` of these roles count one retry per injected fault, and no failure."""
+    assert all(calls[role]["failures"] == 0 for role in roles), calls
+    retries = sum(sum(calls[role]["retries"].values()) for role in roles)
+    assert retries == sum(server.stats["faults"].values()) > 0, (calls, server.stats)
+
+
 def evolve_args(tmp_path: Path, run: str, model: dict, tiny_model_dir: str) -> list[str]:
     seeds = write_jsonl(tmp_path / "seeds.jsonl", [*read_jsonl(SEEDS)[:3], {"instruction": PLANTED_HARMFUL}])
     return [
@@ -71,6 +78,9 @@ def test_evolve_survives_a_faulty_mutator_and_verifier(tmp_path, tiny_model_dir)
         server.faults = faulty(seed=1)
         assert evolve_main(evolve_args(tmp_path, "faulty", model, tiny_model_dir)) == 0
         assert_faults_retried(server)
+        calls = json.loads((tmp_path / "faulty" / "summary.json").read_text())["model_calls"]
+        assert_counted(calls, ["mutator", "verifier[0]"], server)
+        assert calls[f"target[hf:{tiny_model_dir}]"] is None  # a local model makes no API calls
     for name in EVOLVE_OUTPUTS:
         assert (tmp_path / "faulty" / name).read_text() == (tmp_path / "clean" / name).read_text(), name
     rows = read_jsonl(tmp_path / "faulty" / "evolved.jsonl")
@@ -91,6 +101,8 @@ def test_build_survives_a_faulty_responder_and_target(tmp_path):
         server.faults = faulty(seed=2)
         assert build_main(["--config", str(build_config(tmp_path, "faulty", model))]) == 0
         assert_faults_retried(server)
+        calls = json.loads((tmp_path / "faulty" / "summary.json").read_text())["model_calls"]
+        assert_counted(calls, ["responder + target"], server)  # one model mapping serves both roles
     for name in BUILD_OUTPUTS:
         assert (tmp_path / "faulty" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
     assert read_jsonl(tmp_path / "faulty" / "train_sft.jsonl")
@@ -131,6 +143,6 @@ def test_eval_survives_a_faulty_model_under_test_and_llm_judge(tmp_path):
     assert faulty_report["runs"][0]["responses"] == clean["runs"][0]["responses"]
     labels = {r["label"] for r in faulty_report["runs"][0]["responses"]}
     assert labels == {"compliance", "refusal"}
-    calls = faulty_report["runs"][0]["model_calls"]  # the report counts every retry, and no call failed
-    for server, counted in ((served, calls["model"]), (judge, calls["judge"])):
-        assert sum(counted["retries"].values()) == sum(server.stats["faults"].values()) and counted["failures"] == 0
+    calls = faulty_report["runs"][0]["model_calls"]
+    assert_counted(calls, ["model"], served)
+    assert_counted(calls, ["judge"], judge)

@@ -12,6 +12,8 @@ Steps, each recorded in the ledger with the rows it kept and dropped and why:
 7. splits: near-duplicate groups (and rows of one seed) go whole to train or test; each SFT split gets exactly
    `safety_ratio` safety rows per benign row, each preference split up to that many safety pairs;
 8. files: JSONL splits, a `save_to_disk` DatasetDict, the card, summary.json, run_info.json (all atomic).
+   summary.json holds the ledger, the split sizes and `model_calls`: each role's API requests, retries by kind
+   and failures in this invocation (None for local models; roles sharing one model are named together).
 
 All model calls go through the response cache in the output folder, so rerunning with `--resume` after a kill
 finishes with identical files.
@@ -47,7 +49,7 @@ from evoalign.data.splits import assign_test, near_duplicate_groups, normalize
 from evoalign.data.summary import Ledger
 from evoalign.errors import ConfigError, DataError
 from evoalign.judges import RefusalJudge, get_judge
-from evoalign.models import ChatModel, SamplingParams, as_conversation, load_model
+from evoalign.models import ChatModel, SamplingParams, as_conversation, call_stats, load_model
 from evoalign.models.cache import CachedChatModel
 from evoalign.prompts import with_condition
 from evoalign.utils.io import atomic_write_json, atomic_write_text
@@ -71,15 +73,23 @@ class _Models:
     def __init__(self, cache: Path) -> None:
         self.cache = cache
         self.loaded: dict[str, ChatModel] = {}
+        self.roles: dict[str, list[str]] = {}
 
-    def raw(self, spec: Any) -> ChatModel:
+    def raw(self, spec: Any, role: str) -> ChatModel:
         key = json.dumps(spec, sort_keys=True, default=str)
         if key not in self.loaded:
             self.loaded[key] = load_model(spec)
+        roles = self.roles.setdefault(key, [])
+        if role not in roles:
+            roles.append(role)
         return self.loaded[key]
 
-    def cached(self, spec: Any) -> ChatModel:
-        return CachedChatModel(self.raw(spec), self.cache)
+    def cached(self, spec: Any, role: str) -> ChatModel:
+        return CachedChatModel(self.raw(spec, role), self.cache)
+
+    def calls(self) -> dict[str, Any]:
+        """Each loaded model's API calls, under the roles it served ('responder + target' for a shared model)."""
+        return {" + ".join(self.roles[key]): call_stats(model) for key, model in self.loaded.items()}
 
     def close(self) -> None:
         for model in self.loaded.values():
@@ -106,7 +116,7 @@ def _verifier(config: BuildConfig, examples: list[Example], models: _Models) -> 
         return None
     from evoalign.judges import HarmfulnessVerifier
 
-    checkers = [models.cached(spec) for spec in config.verifier["models"]]
+    checkers = [models.cached(spec, f"verifier[{i}]") for i, spec in enumerate(config.verifier["models"])]
     return HarmfulnessVerifier(checkers, voting=config.verifier.get("voting", "unanimous"))
 
 
@@ -163,12 +173,12 @@ def write_answers(
             example.answer = template_refusal(example.instruction, config.seed)
         ledger.record("refusals (templates)", len(safety))
     elif safety:
-        writer = models.cached(config.refusal_writer)
+        writer = models.cached(config.refusal_writer, "refusal_writer")
         dropped, note = _write_with_model(config, safety, writer, REFUSAL_WRITER_PROMPT, judge, "refusals")
         ledger.record("refusals (refusal writer, judged)", sum(e.answer is not None for e in safety), dropped, note)
     benign = [e for e in examples if e.kind == BENIGN and e.answer is None]
     if benign:
-        responder = models.cached(config.responder)
+        responder = models.cached(config.responder, "responder")
         dropped, note = _write_with_model(config, benign, responder, config.responder_system_prompt, judge, "answers")
         ledger.record(
             "compliant answers (responder, judged)", sum(e.answer is not None for e in benign), dropped, note
@@ -190,7 +200,7 @@ def find_rejected(
             max_new_tokens=config.max_new_tokens,
             seed=config.seed,
         )
-        target = models.cached(config.target)
+        target = models.cached(config.target, "target")
         found = sample_wanted(
             target,
             judge,
@@ -221,7 +231,7 @@ def filter_ches(config: BuildConfig, pairs: list[Example], models: _Models, ledg
     """Score pairs by CHES under the policy and drop the most similar fraction; no policy, no change."""
     if config.policy is None or not pairs:
         return pairs
-    policy = models.raw(config.policy)
+    policy = models.raw(config.policy, "policy")
     if not hasattr(policy, "prompt_ids"):
         raise ConfigError(f"policy '{policy.spec}': CHES needs hidden states; give a smollm2 or hf: model")
     scores = ches_scores(
@@ -304,12 +314,14 @@ def _require_benign(examples: list[Example], ledger: Ledger) -> None:
         raise DataError(f"no benign rows left after step '{step['step']}' ({why})")
 
 
-def _write_outputs(out: Path, config: BuildConfig, settings: dict[str, Any], ledger: Ledger, splits: dict) -> None:
+def _write_outputs(
+    out: Path, config: BuildConfig, settings: dict[str, Any], ledger: Ledger, splits: dict, calls: dict[str, Any]
+) -> None:
     dataset = write_splits(out, splits)
     if config.export_evorefuse:
         write_evorefuse(splits["train_prefs"] + splits["test_prefs"], out / EVOREFUSE_EXPORT)
     counts = {name: dict(Counter(row["kind"] for row in splits[name]), total=len(splits[name])) for name in SPLITS}
-    atomic_write_json(out / "summary.json", {"steps": ledger.steps, "splits": counts})
+    atomic_write_json(out / "summary.json", {"steps": ledger.steps, "splits": counts, "model_calls": calls})
     card = out / "README.md"
     atomic_write_text(card, dataset_card(settings, ledger, splits))
     if config.push_to_hub:
@@ -337,5 +349,6 @@ def build(config: BuildConfig) -> BuildResult:
         splits = split_and_mix(config, examples, pairs, ledger)
     finally:
         models.close()
-    _write_outputs(out, config, settings, ledger, splits)
+    calls = {**models.calls(), "judge": call_stats(getattr(judge, "model", None))}
+    _write_outputs(out, config, settings, ledger, splits, calls)
     return BuildResult(splits=splits, ledger=ledger, output_dir=out)

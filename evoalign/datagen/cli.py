@@ -30,7 +30,7 @@ from evoalign.datagen.rule_verifier import RuleVerifier
 from evoalign.datagen.search import Evolution, model_seed
 from evoalign.datagen.strategies import Strategy, available_strategies, select_strategies
 from evoalign.errors import ConfigError
-from evoalign.models import ChatModel, SamplingParams, load_model, spec_string
+from evoalign.models import ChatModel, SamplingParams, call_stats, load_model, spec_string
 from evoalign.prompts import condition_prefix
 from evoalign.utils.io import atomic_write_text
 from evoalign.utils.runinfo import write_run_info
@@ -40,13 +40,13 @@ CACHE = "cache.sqlite"
 
 @dataclasses.dataclass
 class Components:
-    """Everything an Evolution needs besides its config, plus the models to close at the end."""
+    """Everything an Evolution needs besides its config, plus its models by role (to count their calls, close)."""
 
     operators: Operators
     verifier: Any
     evaluator: FitnessEvaluator
     strategies: list[Strategy]
-    models: list[ChatModel]
+    models: dict[str, ChatModel]
 
 
 def state_dir(run_dir: Path, dist: Dist) -> Path:
@@ -79,14 +79,14 @@ def _target(entry: str | Mapping[str, Any], condition: Any, cache: Path) -> Targ
     return Target(name or spec_string(options), model, tuple(prefix))
 
 
-def _judge(spec: str, cache: Path) -> tuple[Any, list[ChatModel]]:
+def _judge(spec: str, cache: Path) -> tuple[Any, ChatModel | None]:
     from evoalign.judges import CascadeJudge, LLMJudge, get_judge
 
     name, _, argument = spec.partition(":")
     if name in ("llm", "cascade") and argument:  # model-backed judges go through the run's response cache
         model = load_model(argument, cache=cache)
-        return (LLMJudge(model) if name == "llm" else CascadeJudge(model)), [model]
-    return get_judge(spec), []
+        return (LLMJudge(model) if name == "llm" else CascadeJudge(model)), model
+    return get_judge(spec), None
 
 
 def _verifier(config: EvolveConfig, cache: Path) -> tuple[Any, list[ChatModel]]:
@@ -115,7 +115,7 @@ def build_components(config: EvolveConfig, cache: Path) -> Components:
     verifier, verifier_models = _verifier(config, cache)
     mutator = load_model(config.mutator, cache=cache) if config.mutator is not None else None
     llm = LLMOperators(mutator, mutator_params) if mutator is not None else None
-    judge, judge_models = _judge(config.judge, cache)
+    judge, judge_model = _judge(config.judge, cache)
     evaluator = FitnessEvaluator(
         targets,
         judge,
@@ -124,7 +124,9 @@ def build_components(config: EvolveConfig, cache: Path) -> Components:
         lam=config.fitness_lambda,
         floor=config.refusal_floor,
     )
-    models = [t.model for t in targets] + judge_models + verifier_models + ([mutator] if mutator else [])
+    models = {f"target[{t.name}]": t.model for t in targets}
+    models |= {f"verifier[{index}]": model for index, model in enumerate(verifier_models)}
+    models |= {role: model for role, model in (("judge", judge_model), ("mutator", mutator)) if model is not None}
     operators = Operators(llm, config.recombination_operator, config.max_instruction_words)
     return Components(operators, verifier, evaluator, strategies, models)
 
@@ -161,9 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         final = evolution.run(seeds)
         active = [seed for seed in final if seed.active]
         fresh = fresh_check(components.evaluator, active, config.fresh_samples, model_seed(config.seed, "fresh"))
-        write_shard(here, final, fresh, evolution.history)
+        calls = {role: call_stats(model) for role, model in components.models.items()}
+        write_shard(here, final, fresh, evolution.history, calls)
     finally:
-        for model in components.models:
+        for model in components.models.values():
             model.close()
     dist.barrier()
     if dist.main:

@@ -7,7 +7,9 @@ process merges them, removes near-duplicates across the whole set, and writes in
 - `duplicates.jsonl`: rows removed as near-duplicates, each with `duplicate_of` (the kept seed index);
 - `rejected_seeds.jsonl`: seeds the verifier did not judge benign (they were never evolved);
 - `summary.json`: mean fitness per iteration, acceptance and verifier rejection rates, failures, per-strategy
-  success, and the refusal rates of seeds and evolved instructions on fresh samples from each target.
+  success, the refusal rates of seeds and evolved instructions on fresh samples from each target, and
+  `model_calls`: each model role's API requests, retries by kind and failures in this invocation (summed over
+  shards; None for local models), which a resumed run counts afresh.
 """
 
 from __future__ import annotations
@@ -81,13 +83,15 @@ def fresh_check(evaluator: FitnessEvaluator, seeds: Sequence[SeedState], samples
     }
 
 
-def write_shard(state_dir: Path, seeds: Sequence[SeedState], fresh: dict[int, list], history: list) -> None:
-    """This process's rows and counters, for the main process to merge."""
+def write_shard(
+    state_dir: Path, seeds: Sequence[SeedState], fresh: dict[int, list], history: list, calls: dict[str, Any]
+) -> None:
+    """This process's rows and counters (`calls`: its model calls by role), for the main process to merge."""
     active = [seed for seed in seeds if seed.active]
     atomic_write_jsonl(state_dir / ROWS, [output_row(seed, fresh[seed.index]) for seed in active])
     atomic_write_json(
         state_dir / SHARD,
-        {"history": history, "rejected": [rejected_row(s) for s in seeds if not s.active]},
+        {"history": history, "rejected": [rejected_row(s) for s in seeds if not s.active], "model_calls": calls},
     )
 
 
@@ -108,6 +112,9 @@ def merge(
     atomic_write_jsonl(run_dir / "rejected_seeds.jsonl", rejected)
     summary = summarize(rows, evolved, rejected, [shard["history"] for shard in shards])
     summary["seconds"] = round(seconds, 1)
+    summary["model_calls"] = {}
+    for shard in shards:
+        _add(summary["model_calls"], shard["model_calls"])
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
 
