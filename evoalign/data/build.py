@@ -16,7 +16,8 @@ Steps, each recorded in the ledger with the rows it kept and dropped and why:
    and failures in this invocation (None for local models; roles sharing one model are named together).
 
 All model calls go through the response cache in the output folder, so rerunning with `--resume` after a kill
-finishes with identical files.
+finishes with identical files. Every configured model is checked (path, API key, server) before that folder is
+created, so a bad model spec leaves nothing behind and the corrected command needs no `--resume`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from evoalign.data.splits import assign_test, near_duplicate_groups, normalize
 from evoalign.data.summary import Ledger
 from evoalign.errors import ConfigError, DataError
 from evoalign.judges import RefusalJudge, get_judge
-from evoalign.models import ChatModel, SamplingParams, as_conversation, call_stats, load_model
+from evoalign.models import ChatModel, SamplingParams, as_conversation, call_stats, check_model, load_model
 from evoalign.models.cache import CachedChatModel
 from evoalign.prompts import with_condition
 from evoalign.utils.io import atomic_write_json, atomic_write_text
@@ -109,6 +110,16 @@ def _read_inputs(config: BuildConfig, judge: RefusalJudge, ledger: Ledger) -> li
         ledger.record("read harmful prompts", len(harmful_prompts))
         examples += harmful_prompts
     return examples
+
+
+def check_models(config: BuildConfig, judge: RefusalJudge) -> None:
+    """Before the output folder exists: each configured model's path, API key and server (no weights loaded)."""
+    writer = None if config.refusal_writer == "template" else config.refusal_writer
+    verifiers = config.verifier["models"] if config.verifier else []
+    for spec in (*verifiers, writer, config.responder, config.target, config.policy):
+        if spec is not None:
+            check_model(spec)
+    judge.check()
 
 
 def _verifier(config: BuildConfig, examples: list[Example], models: _Models) -> Any:
@@ -333,6 +344,7 @@ def build(config: BuildConfig) -> BuildResult:
     ledger = Ledger()
     judge = get_judge(config.judge)
     examples = _read_inputs(config, judge, ledger)
+    check_models(config, judge)
     out = prepare_output_dir(config.output_dir, config.resume)
     settings = config_to_dict(config)
     write_run_info(out, settings, "build")

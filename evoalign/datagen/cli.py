@@ -4,9 +4,11 @@
     accelerate launch --num_processes 4 datagen/evolve.py --config datagen/configs/paper.yaml
 
 The run directory (`output_dir`) receives `config.yaml`, `run_info.json`, the response cache, checkpoints after
-every iteration, and finally `evolved.jsonl` and `summary.json`. `--resume` continues an interrupted run. Under
-`accelerate launch` each process evolves the seeds whose index is its rank modulo the number of processes, in
-its own `shard-R-of-W/` state directory; the main process merges the shards and removes near-duplicates.
+every iteration, and finally `evolved.jsonl` and `summary.json`. `--resume` continues an interrupted run. The
+directory is created only once every model is loaded and reachable and every seed fits each target's context, so
+a run that fails to start leaves nothing behind. Under `accelerate launch` each process evolves the seeds whose
+index is its rank modulo the number of processes, in its own `shard-R-of-W/` state directory; the main process
+merges the shards and removes near-duplicates.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from evoalign.config import parse_args
-from evoalign.data.sources import load_source
+from evoalign.data.sources import Source, load_source
 from evoalign.datagen.config import EvolveConfig
 from evoalign.datagen.distributed import Dist, init_distributed
 from evoalign.datagen.fitness import FitnessEvaluator, Target
@@ -30,7 +32,7 @@ from evoalign.datagen.rule_verifier import RuleVerifier
 from evoalign.datagen.search import Evolution, model_seed
 from evoalign.datagen.strategies import Strategy, available_strategies, select_strategies
 from evoalign.errors import ConfigError
-from evoalign.models import ChatModel, SamplingParams, call_stats, load_model, spec_string
+from evoalign.models import ChatModel, SamplingParams, call_stats, check_context, load_model, spec_string
 from evoalign.prompts import condition_prefix
 from evoalign.utils.io import atomic_write_text
 from evoalign.utils.runinfo import write_run_info
@@ -137,6 +139,17 @@ def _write_config(run_dir: Path, config: EvolveConfig) -> None:
     write_run_info(run_dir, data, "evolve")
 
 
+def check_start(components: Components, seeds: list[dict[str, Any]], source: Any) -> None:
+    """Before the run folder exists: every model answers, and every seed fits each target's context."""
+    for model in components.models.values():
+        model.check()
+    path = Source.from_config(source).path
+    origins = [f"{path}:{row['_line']}" for row in seeds]
+    texts = [row["instruction"] for row in seeds]
+    for target in components.evaluator.targets:
+        check_context(target.model, target.conversations(texts), components.evaluator.params.max_new_tokens, origins)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run (or resume) an evolution; prints the summary and writes the run directory's files."""
     config = parse_args(EvolveConfig, argv)
@@ -145,12 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = Path(config.output_dir)
     check_run_dir(run_dir, config, dist)
     seeds = load_source(config.seeds, required=("instruction",))
-    dist.barrier()
-    if dist.main:
-        _write_config(run_dir, config)
     here = state_dir(run_dir, dist)
     components = build_components(config, run_dir / CACHE)
     try:
+        check_start(components, seeds, config.seeds)
+        dist.barrier()
+        if dist.main:
+            _write_config(run_dir, config)
         evolution = Evolution(
             config,
             operators=components.operators,

@@ -68,6 +68,10 @@ class BenchmarkData:
     total: int
     items: list[dict[str, Any]]
 
+    def origin(self, item: Mapping[str, Any]) -> str:
+        """Where an item comes from, for error messages: `file:line` (a hub dataset's id and row number)."""
+        return f"{self.source}:{item['id'].rpartition(':')[2]}"
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -2,9 +2,10 @@
 
 For each model and each prompt condition, the prompts of all benchmarks (deduplicated) go to the model in one
 batched `generate` call, through the response cache in the output directory, so an interrupted run resumes and
-a rerun makes no model calls. Responses are labelled by the configured judge and by the EvoRefuse PRR rule in
-one batch each. `evaluate(config)` returns the report dict and writes `report.json`, `report.md`,
-`tradeoff.png` and `run_info.json` into `config.output_dir`.
+a rerun makes no model calls. Every model spec is checked (paths, API keys, servers) before the output directory
+is created, and each prompt against the model's context, naming its file and line. Responses are labelled by
+the configured judge and by the EvoRefuse PRR rule in one batch each. `evaluate(config)` returns the report dict
+and writes `report.json`, `report.md`, `tradeoff.png` and `run_info.json` into `config.output_dir`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from evoalign.eval.registry import BENIGN, HARMFUL, BenchmarkData, load_suite
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
-from evoalign.models import ChatModel, SamplingParams, call_stats, load_model, parse_spec
+from evoalign.models import ChatModel, SamplingParams, call_stats, check_context, check_model, load_model, parse_spec
 from evoalign.models.base import Message, Sample
 from evoalign.prompts import CONDITIONS, condition_prefix, with_condition
 from evoalign.utils.io import atomic_write_json
@@ -164,6 +165,15 @@ def judge_responses(judge: Any, prr_judge: Any, prompts: Sequence[str], texts: S
     ]
 
 
+def suite_prompts(suite: Sequence[BenchmarkData]) -> dict[str, str]:
+    """Each distinct prompt of the suite, in order, with where it first appears (`file:line`)."""
+    origins: dict[str, str] = {}
+    for bench in suite:
+        for item in bench.items:
+            origins.setdefault(item["prompt"], bench.origin(item))
+    return origins
+
+
 def _summary(
     metrics: Mapping[str, dict[str, Any]], suite: Sequence[BenchmarkData], responses: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -187,9 +197,11 @@ def evaluate_run(
     config: EvalConfig,
 ) -> dict[str, Any]:
     """Generate, judge and measure one model under one condition over the whole suite."""
-    prompts = list(dict.fromkeys(item["prompt"] for bench in suite for item in bench.items))
-    started = time.perf_counter()
+    origins = suite_prompts(suite)
+    prompts = list(origins)
     prefix = condition_messages(condition, config.prompts)
+    check_context(model, with_condition(prompts, prefix), config.max_new_tokens, list(origins.values()))
+    started = time.perf_counter()
     samples = generate_responses(model, prompts, prefix, sampling_params(config), desc=f"{entry.name} [{condition}]")
     generated = time.perf_counter()
     verdicts = judge_responses(*judges, prompts, [sample.text for sample in samples])
@@ -236,6 +248,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed)
     judges = (get_judge(config.judge), get_judge(PRR_JUDGE))
+    for entry in entries:
+        check_model(entry.options)
+    judges[0].check()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(out, config_to_dict(config), stage="eval")
