@@ -367,3 +367,19 @@ def test_bundled_model_as_responder_end_to_end(inputs, tmp_path):
     data = pytest.importorskip("evoalign.train.data")
     loaded = data.load_splits(str(result.output_dir), ["train_prefs", "test_prefs"], data.DPO_COLUMNS)
     assert len(loaded["train_prefs"]) == len(result.splits["train_prefs"])
+
+
+def test_train_condition_puts_the_deployed_prompt_before_every_training_prompt(server, inputs, tmp_path, capsys):
+    from evoalign.prompts import condition_prefix
+
+    out = tmp_path / "conditioned"
+    build(config_for(server, inputs, out, train_condition="refusal_prone"))
+    prefix = condition_prefix("refusal_prone")
+    for split in ("train_sft", "test_sft", "train_prefs"):
+        rows = read_split(out, split)
+        assert rows and all(row["prompt"][:-1] == prefix and row["prompt"][-1]["role"] == "user" for row in rows)
+    evolved, harmful = inputs
+    argv = ["--evolved", str(evolved), "--output-dir", str(tmp_path / "bad"), "--train_condition", "polite"]
+    assert run_main(main, argv) == 2
+    assert "'train_condition': unknown prompt condition 'polite'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -52,7 +52,7 @@ from evoalign.errors import ConfigError, DataError
 from evoalign.judges import RefusalJudge, get_judge
 from evoalign.models import ChatModel, SamplingParams, as_conversation, call_stats, check_model, load_model
 from evoalign.models.cache import CachedChatModel
-from evoalign.prompts import with_condition
+from evoalign.prompts import condition_prefix, with_condition
 from evoalign.utils.io import atomic_write_json, atomic_write_text
 from evoalign.utils.runinfo import write_run_info
 
@@ -109,6 +109,9 @@ def _read_inputs(config: BuildConfig, judge: RefusalJudge, ledger: Ledger) -> li
         harmful_prompts = load_harmful_prompts(config.harmful_prompts)
         ledger.record("read harmful prompts", len(harmful_prompts))
         examples += harmful_prompts
+    context = condition_prefix(config.train_condition)
+    for example in examples:
+        example.context = context
     return examples
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from evoalign.data.responses import TRUNCATION
 from evoalign.errors import ConfigError
+from evoalign.prompts import condition_prefix
 
 VERIFIER_KEYS = {"models", "voting"}
 RESPONDER_SYSTEM_PROMPT = (
@@ -71,6 +72,11 @@ class BuildConfig:
     target_condition: Any = _help("Prompt condition (name or list of messages) for the target.", "refusal_prone")
     target_samples: int = _help("Samples drawn from the target per row lacking a refusal.", 4)
     target_temperature: float = _help("Sampling temperature for the target.", 1.0)
+    # training context
+    train_condition: Any = _help(
+        "Prompt condition (name or list of messages) put before every SFT and preference prompt, so the model is "
+        "trained in the context it is deployed with (e.g. its system prompt); unset = the bare request."
+    )
     # CHES filter
     policy: Any = _help("Model (hf spec or mapping) whose hidden states give CHES; unset = no CHES.")
     ches_drop_fraction: float = _help("Fraction of pairs with the highest CHES to drop (needs policy).", 0.0)
@@ -118,5 +124,10 @@ class BuildConfig:
             problems.append("'push_to_hub' needs 'hub_dataset_id'")
         if self.verifier is not None and (not self.verifier.get("models") or set(self.verifier) - VERIFIER_KEYS):
             problems.append("'verifier' is {models: [spec, ...], voting: unanimous|majority}")
+        for name in ("target_condition", "train_condition"):
+            try:
+                condition_prefix(getattr(self, name))
+            except ConfigError as error:
+                problems.append(f"'{name}': {error}")
         if problems:
             raise ConfigError(f"{where}: " + "; ".join(problems))

@@ -39,13 +39,14 @@ class Example:
     rejected: list[str] = field(default_factory=list)
     rejected_origin: str | None = None  # where rejected[0] came from: evolve, sampled, imported
     ches: float | None = None
+    context: list[dict[str, str]] = field(default_factory=list)  # messages before the request (train_condition)
 
     @property
     def id(self) -> str:
         return hashlib.sha256(f"{self.kind}\n{self.instruction}".encode()).hexdigest()[:16]
 
     def prompt(self) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self.instruction}]
+        return [*self.context, {"role": "user", "content": self.instruction}]
 
     def sft_row(self) -> dict[str, Any]:
         """The `prompt`/`completion` row (conversational) of this example."""
