@@ -383,3 +383,19 @@ def test_train_condition_puts_the_deployed_prompt_before_every_training_prompt(s
     assert run_main(main, argv) == 2
     assert "'train_condition': unknown prompt condition 'polite'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_safety_pairs_sampled_from_the_target_without_its_safety_prompt(server, inputs, tmp_path):
+    out = tmp_path / "safety-pairs"
+    build(config_for(server, inputs, out, safety_target_condition="default", train_condition="refusal_prone"))
+    pairs = [row for split in ("train_prefs", "test_prefs") for row in read_split(out, split)]
+    safety = [row for row in pairs if row["kind"] == "safety"]
+    assert any(row["source"].endswith("harmful.csv") for row in safety) and len(safety) < len(pairs)
+    for row in safety:
+        assert row["rejected"][0]["content"].startswith("Sure!")  # the target's compliance, never trained toward
+        assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+        assert not row["chosen"][0]["content"].startswith("Sure!")
+    refused = tmp_path / "no-sampled-pairs"  # behind its cautious prompt the target refuses: only evolve's pair
+    build(config_for(server, inputs, refused, safety_target_condition="refusal_prone"))
+    sources = {row["source"] for split in ("train_prefs", "test_prefs") for row in read_split(refused, split)}
+    assert not any(source.endswith("harmful.csv") for source in sources)

@@ -203,42 +203,65 @@ def write_answers(
 def find_rejected(
     config: BuildConfig, examples: list[Example], judge: RefusalJudge, models: _Models, ledger: Ledger
 ) -> None:
-    """Benign rows without a refusal from evolution get ones sampled from the target now, when one is set."""
+    """Rows without a rejected response from evolution get ones sampled from the target now, when one is set.
+
+    Benign rows look for refusals under `target_condition`; safety rows, with `safety_target_condition` set, look
+    for compliances (e.g. the target without its safety prompt answering a harmful request).
+    """
     benign = [e for e in examples if e.kind == BENIGN]
-    missing = [e for e in benign if not e.rejected]
-    if missing and config.target is not None:
-        prompts = [e.instruction for e in missing]
-        params = SamplingParams(
-            n=config.target_samples,
-            temperature=config.target_temperature,
-            max_new_tokens=config.max_new_tokens,
-            seed=config.seed,
-        )
-        target = models.cached(config.target, "target")
-        found = sample_wanted(
-            target,
-            judge,
-            prompts,
-            with_condition(prompts, config.target_condition),
-            want=WANTED_REJECTED[BENIGN],
-            params=params,
-            desc="target refusals",
-        )
-        for example, refusals in zip(missing, found):
-            if refusals:
-                example.rejected, example.rejected_origin = refusals, "sampled"
+    _sample_rejected(config, benign, BENIGN, config.target_condition, judge, models, "target refusals")
     origins = Counter(e.rejected_origin if e.rejected else "none" for e in benign)
     paired = len(benign) - origins.pop("none", 0)
-    without = len(benign) - paired
     note = ", ".join(f"{n} from {origin}" for origin, n in sorted(origins.items()))
-    ledger.record("benign pairs (rejected = a target refusal)", paired, {"no refusal from the target": without}, note)
+    ledger.record(
+        "benign pairs (rejected = a target refusal)",
+        paired,
+        {"no refusal from the target": len(benign) - paired},
+        note,
+    )
     safety = [e for e in examples if e.kind == SAFETY]
+    if config.safety_target_condition is not None:
+        condition = config.safety_target_condition
+        _sample_rejected(config, safety, SAFETY, condition, judge, models, "target compliances")
     with_compliance = sum(bool(e.rejected) for e in safety)
     ledger.record(
         "safety pairs (rejected = a harmful compliance)",
         with_compliance,
         {"no harmful compliance available": len(safety) - with_compliance},
     )
+
+
+def _sample_rejected(
+    config: BuildConfig,
+    examples: list[Example],
+    kind: str,
+    condition: Any,
+    judge: RefusalJudge,
+    models: _Models,
+    desc: str,
+) -> None:
+    missing = [e for e in examples if not e.rejected]
+    if not missing or config.target is None:
+        return
+    prompts = [e.instruction for e in missing]
+    params = SamplingParams(
+        n=config.target_samples,
+        temperature=config.target_temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+    found = sample_wanted(
+        models.cached(config.target, "target"),
+        judge,
+        prompts,
+        with_condition(prompts, condition),
+        want=WANTED_REJECTED[kind],
+        params=params,
+        desc=desc,
+    )
+    for example, responses in zip(missing, found):
+        if responses:
+            example.rejected, example.rejected_origin = responses, "sampled"
 
 
 def filter_ches(config: BuildConfig, pairs: list[Example], models: _Models, ledger: Ledger) -> list[Example]:

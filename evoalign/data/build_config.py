@@ -70,7 +70,12 @@ class BuildConfig:
     # preference pairs
     target: Any = _help("ChatModel spec/mapping sampled for refusals when a benign row has none from evolution.")
     target_condition: Any = _help("Prompt condition (name or list of messages) for the target.", "refusal_prone")
-    target_samples: int = _help("Samples drawn from the target per row lacking a refusal.", 4)
+    safety_target_condition: Any = _help(
+        "Prompt condition under which `target` is sampled for a compliant answer to each harmful row that has none "
+        "(the rejected side of safety pairs), e.g. 'default' for a model that complies without its safety prompt; "
+        "unset = only compliances from evolution."
+    )
+    target_samples: int = _help("Samples drawn from the target per row lacking a rejected response.", 4)
     target_temperature: float = _help("Sampling temperature for the target.", 1.0)
     # training context
     train_condition: Any = _help(
@@ -124,7 +129,7 @@ class BuildConfig:
             problems.append("'push_to_hub' needs 'hub_dataset_id'")
         if self.verifier is not None and (not self.verifier.get("models") or set(self.verifier) - VERIFIER_KEYS):
             problems.append("'verifier' is {models: [spec, ...], voting: unanimous|majority}")
-        for name in ("target_condition", "train_condition"):
+        for name in ("target_condition", "safety_target_condition", "train_condition"):
             try:
                 condition_prefix(getattr(self, name))
             except ConfigError as error:
