@@ -2,8 +2,10 @@
 
 (a) the base model is SmolLM2-135M-Instruct behind the `refusal_prone` prompt (a cautious system prompt plus
     refusal examples), which refuses harmful requests and over-refuses harmless ones that look harmful;
-(b) evolve pseudo-malicious instructions from the project's seeds with the offline rule operators;
-(c) build SFT data and preference pairs (SmolLM2 answers, the target's own refusals as `rejected`);
+(b) evolve pseudo-malicious instructions from the project's offline seeds with the offline rule operators;
+(c) build SFT data and preference pairs: SmolLM2 answers the evolved instructions, the target's own refusals are
+    `rejected`; AdvBench requests get template refusals, with SmolLM2's answers without the prompt as `rejected`;
+    every training prompt carries the refusal-prone prompt, the context the model is deployed and evaluated in;
 (d) train a LoRA adapter with SFT and another with DPO, each on the base model;
 (e) evaluate base, +SFT and +DPO, all behind the same refusal-prone prompt, on held-out benign sets (XSTest
     safe, EvoRefuse-Test) and a held-out harmful set (XSTest unsafe) that no stage trained on;
@@ -33,15 +35,15 @@ from evoalign.utils.io import atomic_write_text
 PROFILES: dict[str, dict[str, int]] = {
     # seeds, T, L, K, prompts per benchmark, epochs, new tokens (evolve target / responder / eval)
     "default": {
-        "seeds": 24,
+        "seeds": 20,
         "iterations": 3,
         "population": 3,
         "samples": 4,
         "limit": 50,
         "sft_epochs": 3,
-        "dpo_epochs": 2,
-        "target_tokens": 32,
-        "answer_tokens": 128,
+        "dpo_epochs": 3,
+        "target_tokens": 24,
+        "answer_tokens": 96,
         "eval_tokens": 48,
     },
     "short": {
@@ -95,10 +97,9 @@ def _benchmark_dir(config: QuickstartConfig) -> Path:
 
 
 def _seed_file(config: QuickstartConfig) -> str:
-    if config.seeds:
-        return config.seeds
-    packaged = Path(__file__).parent / "datagen" / "data" / "seeds" / "starter.jsonl"
-    return str(packaged if packaged.exists() else Path("datagen/seeds/starter.jsonl"))
+    """The user's seed file, or the project's instruction-form offline seeds (which the base model mostly answers,
+    so evolution has refusals to gain; it already refuses about a quarter of the question-form starter seeds)."""
+    return config.seeds or str(Path(__file__).parent / "datagen" / "data" / "seeds" / "offline.jsonl")
 
 
 def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, dict[str, Any]]:
@@ -116,9 +117,10 @@ def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, 
         "tokenizer_pad_token": "<|endoftext|>",
         "end_of_turn_token": "<|im_end|>",
         "bf16": False,
+        "gradient_checkpointing": False,  # TRL defaults to True; memory is no issue here, recomputation is
         "lr_scheduler_type": "cosine",
         "warmup_steps": 0.03,
-        "max_length": 384,
+        "max_length": 448,
         "logging_steps": 5,
         "eval_strategy": "no",
         "save_strategy": "epoch",
@@ -144,12 +146,7 @@ def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, 
             "selection": "bandit",
             "samples": size["samples"],
             "fitness": "paper",
-            "target_sampling": {
-                "temperature": 1.0,
-                "top_p": 0.995,
-                "top_k": 30,
-                "max_new_tokens": size["target_tokens"],
-            },
+            "target_sampling": {"temperature": 0.7, "max_new_tokens": size["target_tokens"]},
             "dedup": "minhash",
             "dedup_threshold": 0.7,
             "fresh_samples": 4,
@@ -159,6 +156,7 @@ def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, 
             "harmful_prompts": {
                 "path": str(data / "advbench" / "harmful_behaviors.csv"),
                 "fields": {"instruction": "goal"},
+                "limit": 4 * size["seeds"],
             },
             "output_dir": str(run / "data"),
             "seed": 42,
@@ -172,6 +170,8 @@ def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, 
             "target": "smollm2",
             "target_condition": "refusal_prone",
             "target_samples": 2,
+            "safety_target_condition": "default",  # SmolLM2 without the prompt answers harmful requests
+            "train_condition": "refusal_prone",
             "test_size": 0.1,
         },
         "sft": {
@@ -190,7 +190,8 @@ def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, 
             "dataset_test_split": "test_prefs",
             "loss_type": ["sigmoid"],
             "beta": 0.1,
-            "learning_rate": 1.0e-4,
+            "precompute_ref_log_probs": True,  # one reference pass, not one per epoch
+            "learning_rate": 3.0e-4,
             "num_train_epochs": size["dpo_epochs"],
             "per_device_train_batch_size": 4,
             "global_batch_size": 4,
