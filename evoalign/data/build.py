@@ -115,13 +115,30 @@ def _read_inputs(config: BuildConfig, judge: RefusalJudge, ledger: Ledger) -> li
     return examples
 
 
-def check_models(config: BuildConfig, judge: RefusalJudge) -> None:
-    """Before the output folder exists: each configured model's path, API key and server (no weights loaded)."""
-    writer = None if config.refusal_writer == "template" else config.refusal_writer
-    verifiers = config.verifier["models"] if config.verifier else []
-    for spec in (*verifiers, writer, config.responder, config.target, config.policy):
-        if spec is not None:
-            check_model(spec)
+def check_models(config: BuildConfig, judge: RefusalJudge, examples: list[Example]) -> None:
+    """Before the output folder exists: the path, API key and server of each model the build will call (no weights
+    loaded); a model the inputs make unnecessary (e.g. a responder when every row has its answer) is not checked."""
+    benign = [e for e in examples if e.kind == BENIGN]
+    safety = [e for e in examples if e.kind == SAFETY]
+    needed = {
+        "verifier": any(e.verdict is None for e in benign),
+        "writer": config.refusal_writer != "template" and any(e.answer is None for e in safety),
+        "responder": any(e.answer is None for e in benign),
+        "target": any(not e.rejected for e in benign)
+        or (config.safety_target_condition is not None and any(not e.rejected for e in safety)),
+        "policy": True,
+    }
+    specs = {
+        "verifier": config.verifier["models"] if config.verifier else [],
+        "writer": [config.refusal_writer],
+        "responder": [config.responder],
+        "target": [config.target],
+        "policy": [config.policy],
+    }
+    for role, role_specs in specs.items():
+        for spec in role_specs if needed[role] else []:
+            if spec is not None:
+                check_model(spec)
     judge.check()
 
 
@@ -370,7 +387,7 @@ def build(config: BuildConfig) -> BuildResult:
     ledger = Ledger()
     judge = get_judge(config.judge)
     examples = _read_inputs(config, judge, ledger)
-    check_models(config, judge)
+    check_models(config, judge, examples)
     out = prepare_output_dir(config.output_dir, config.resume)
     settings = config_to_dict(config)
     write_run_info(out, settings, "build")
