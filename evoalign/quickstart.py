@@ -86,7 +86,13 @@ class QuickstartConfig:
 
 
 def _benchmark_dir(config: QuickstartConfig) -> Path:
-    candidates = [config.benchmark_dir, os.environ.get("EVOALIGN_BENCHMARK_DIR", ""), "../shared/data"]
+    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of the repository
+    candidates = [
+        config.benchmark_dir,
+        os.environ.get("EVOALIGN_BENCHMARK_DIR", ""),
+        "../shared/data",
+        beside_checkout,
+    ]
     for candidate in filter(None, candidates):
         if (Path(candidate) / "xstest" / "xstest_prompts.csv").exists():
             return Path(candidate)
