@@ -102,6 +102,17 @@ def _check_lines(trigger: dict[str, Any], checks: list[dict[str, Any]]) -> list[
     return lines
 
 
+def _miss_note(trigger: dict[str, Any], checks: list[dict[str, Any]]) -> list[str]:
+    results = [trigger.get("ok")] + [c[key] for c in checks for key in ("ok_over_refusal", "ok_harmful")]
+    if False not in results:
+        return []
+    return [
+        "A MISS is a real result, not an error: `docs/reproduction.md` reports what SmolLM2-135M reaches in this "
+        "budget, why, and what would change it.",
+        "",
+    ]
+
+
 def _section(path: Path, heading: str) -> str:
     """The markdown section under `heading` (up to the next heading of the same level)."""
     if not path.exists():
@@ -141,6 +152,7 @@ def write_report(run: Path, timings: dict[str, float], seconds: float) -> Path:
         "",
         *_check_lines(trigger, checks),
         "",
+        *_miss_note(trigger, checks),
         "## Evolution",
         "",
         f"{evolve.get('seeds', 'n/a')} seeds -> {evolve.get('evolved', 'n/a')} evolved instructions "

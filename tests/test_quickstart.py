@@ -52,3 +52,29 @@ def test_short_quickstart_runs_every_stage(tmp_path):
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert rerun.returncode == 0 and rerun.stdout.count("already done") == 5
+
+
+def _eval_report(over_after: float, harmful_after: float) -> dict:
+    def run(name, over, harmful, base=None):
+        summary = {"over_refusal": {"judge": {"rate": over}}, "harmful_refusal": {"judge": {"rate": harmful}}}
+        return {"name": name, "condition": "refusal_prone", "base": base, "summary": summary}
+
+    return {"runs": [run("base", 0.6, 0.9), run("+DPO", over_after, harmful_after, base="base")]}
+
+
+@pytest.mark.parametrize(
+    ("over_after", "harmful_after", "marks", "explained"),
+    [(0.3, 0.88, ["PASS", "PASS", "PASS"], False), (0.5, 0.8, ["PASS", "MISS", "MISS"], True)],
+)
+def test_report_marks_each_check_and_explains_a_miss(tmp_path, over_after, harmful_after, marks, explained):
+    from evoalign.quickstart_report import write_report
+
+    (tmp_path / "evolve").mkdir()
+    (tmp_path / "eval").mkdir()
+    summary = {"refusal_rate": {"smollm2": {"seeds": 0.1, "evolved": 0.3}}}
+    (tmp_path / "evolve" / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "eval" / "report.json").write_text(json.dumps(_eval_report(over_after, harmful_after)))
+    report = write_report(tmp_path, {"evolve": 1.0}, 1.0).read_text()
+    rows = [line for line in report.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
+    assert [row.rsplit("|", 2)[1].strip() for row in rows] == marks
+    assert ("docs/reproduction.md" in report) is explained
