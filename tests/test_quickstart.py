@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("EVOALIGN_BENCHMARK_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "xstest").exists(), reason="needs ../shared/data (XSTest, EvoRefuse-Test, AdvBench)")
+@pytest.mark.skipif(
+    not (SHARED / "xstest").exists(),
+    reason="needs the public benchmark files (XSTest, EvoRefuse-Test, AdvBench): ../shared/data or $EVOALIGN_BENCHMARK_DIR",
+)
 def test_short_quickstart_runs_every_stage(tmp_path):
     run = tmp_path / "qs"
     command = [
