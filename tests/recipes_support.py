@@ -69,22 +69,23 @@ def build_llama31_tokenizer(eos_token: str = "<|end_of_text|>") -> Any:
     )
 
 
-def build_tiny_llama(path: Path, tokenizer: Any) -> Path:
+def build_tiny_llama(path: Path, tokenizer: Any, *, hidden_size: int = 64, tie_word_embeddings: bool = False) -> Path:
     """A randomly initialised two-layer Llama sized for `tokenizer`, saved with it into `path`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
