@@ -3,18 +3,15 @@ uninterrupted run's output; the summary is compared without its model call count
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.reliability_support import comparable_summary
+from tests.reliability_support import comparable_summary, environment, kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "datagen" / "evolve.py"
@@ -33,29 +30,9 @@ def command(run_dir: Path, model_dir: str, resume: bool) -> list[str]:
     ]  # fmt: skip
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "EVOALIGN_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
 def run_to_end(run_dir: Path, model_dir: str, resume: bool) -> None:
     done = subprocess.run(command(run_dir, model_dir, resume), env=environment(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-
-
-def kill_when(run_dir: Path, model_dir: str, resume: bool, ready: Callable[[], bool], delay: float) -> bool:
-    """Start the script, SIGKILL it `delay` s after `ready()` holds; True if it was killed before finishing."""
-    process = subprocess.Popen(
-        command(run_dir, model_dir, resume), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 300
-    while not ready() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(delay)
-    killed = process.poll() is None
-    if killed:
-        os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    return killed
 
 
 def checkpoint(run_dir: Path, iteration: int) -> Callable[[], bool]:
@@ -75,7 +52,7 @@ def test_sigkill_and_resume_reproduce_the_uninterrupted_output(tmp_path, tiny_mo
         (True, checkpoint(interrupted, 3), rng.uniform(0.05, 0.5)),  # inside the last iteration
         (True, lambda: (interrupted / "rows.jsonl").exists(), 0.0),  # while merging the outputs
     ]
-    killed = [kill_when(interrupted, tiny_model_dir, resume, ready, delay) for resume, ready, delay in kills]
+    killed = [kill_when(command(interrupted, tiny_model_dir, resume), ready, delay) for resume, ready, delay in kills]
     assert sum(killed) >= 5, f"too few kills landed mid-run: {killed}"
     run_to_end(interrupted, tiny_model_dir, resume=True)
     for name in OUTPUTS:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from evoalign.errors import ModelError
+from evoalign.errors import DataError, ModelError
 from evoalign.models import SamplingParams, load_model
 
 PROMPTS = [
@@ -72,7 +72,7 @@ def test_n_samples_and_stop_strings(tiny_model):
 
 
 def test_prompt_longer_than_context_is_a_clear_error(tiny_model):
-    with pytest.raises(ModelError, match="exceeds the model context of 512"):
+    with pytest.raises(DataError, match="conversation 0: the prompt .* exceeds the model context of 512"):
         tiny_model.generate(convs(["word " * 600]), SamplingParams(max_new_tokens=4))
 
 

@@ -121,18 +121,27 @@ def check_model(spec: str | Mapping[str, Any]) -> None:
 
 
 def check_context(
-    model: ChatModel, conversations: Sequence[Conversation], max_new_tokens: int, origins: Sequence[str]
+    model: ChatModel,
+    conversations: Sequence[Conversation],
+    max_new_tokens: int,
+    origins: Sequence[str] | None = None,
+    *,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
 ) -> None:
-    """DataError naming the origin (`file:line`) of the first conversation that, with `max_new_tokens` more tokens,
-    does not fit the model's context; only models that tokenize locally (hf) can be checked."""
+    """DataError naming the origin (`file:line`, else `conversation N`) of the first conversation that, with
+    `max_new_tokens` more tokens, does not fit the model's context. Only models that tokenize locally (hf) can be
+    checked; pass `prompt_ids` when the conversations are already tokenized."""
     limit = model.max_context
-    prompt_ids = getattr(model, "prompt_ids", None)
-    if not limit or prompt_ids is None:
+    tokenize = getattr(model, "prompt_ids", None)
+    if not limit or (prompt_ids is None and tokenize is None):
         return
-    for ids, conversation, origin in zip(prompt_ids(list(conversations)), conversations, origins):
+    if prompt_ids is None:
+        prompt_ids = tokenize(list(conversations))
+    for index, (ids, conversation) in enumerate(zip(prompt_ids, conversations)):
         if len(ids) + max_new_tokens > limit:
+            origin = origins[index] if origins else f"conversation {index}"
             raise DataError(
-                f"{origin}: prompt ('{conversation[-1]['content'][:60]}...') is {len(ids)} tokens; with "
+                f"{origin}: the prompt ('{conversation[-1]['content'][:60]}...') is {len(ids)} tokens; with "
                 f"{max_new_tokens} new tokens it exceeds the model context of {limit} tokens ({model.spec})"
             )
 

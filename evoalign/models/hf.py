@@ -166,18 +166,6 @@ class HFChatModel(ChatModel):
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         return [order[start : start + per_batch] for start in range(0, len(order), per_batch)]
 
-    def _check_context(self, prompts: list[list[int]], extra: int, conversations: list[Conversation]) -> None:
-        limit = self.max_context
-        if not limit:
-            return
-        for index, ids in enumerate(prompts):
-            if len(ids) + extra > limit:
-                preview = conversations[index][-1]["content"][:60]
-                raise ModelError(
-                    f"prompt {index} ('{preview}...') is {len(ids)} tokens; with {extra} new tokens it exceeds "
-                    f"the model context of {limit} tokens"
-                )
-
     def _pad_left(self, rows: list[list[int]]):
         import torch
 
@@ -194,7 +182,9 @@ class HFChatModel(ChatModel):
         if not conversations:
             return []
         prompts = self.prompt_ids(conversations)
-        self._check_context(prompts, params.max_new_tokens, conversations)
+        from evoalign.models import check_context
+
+        check_context(self, conversations, params.max_new_tokens, prompt_ids=prompts)
         distinct = 1 if params.greedy else params.n  # greedy samples are identical: decode once, repeat
         results: list[list[Sample]] = [[] for _ in conversations]
         batches = self._batches([len(p) for p in prompts], max(1, self.batch_size // distinct))
