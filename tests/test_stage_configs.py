@@ -1,0 +1,36 @@
+"""Every YAML config the project ships for the datagen and eval stages parses with its stage's own parser.
+
+A renamed or mistyped key in a shipped config would otherwise only show when a user runs the documented command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evoalign.config import parse_args
+from evoalign.data.build_config import BuildConfig
+from evoalign.datagen.config import EvolveConfig
+from evoalign.eval.runner import EvalConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stage_config_class(path: Path) -> type:
+    if path.parent.parent.name == "eval":
+        return EvalConfig
+    return BuildConfig if path.name.startswith("build") else EvolveConfig
+
+
+SHIPPED = sorted([*(ROOT / "datagen" / "configs").glob("*.yaml"), *(ROOT / "eval" / "configs").glob("*.yaml")])
+
+
+def test_the_project_ships_stage_configs():
+    assert {p.parent.parent.name for p in SHIPPED} == {"datagen", "eval"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_shipped_stage_config_parses(path):
+    config = parse_args(_stage_config_class(path), ["--config", str(path)])
+    assert config.output_dir
