@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from evoalign.datagen.fitness import FitnessEvaluator, Target
+from evoalign.evolve.fitness import FitnessEvaluator, Target
 from evoalign.judges import get_judge, is_refusing
 from evoalign.models import SamplingParams
 from evoalign.models.hf import HFChatModel

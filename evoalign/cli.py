@@ -14,14 +14,14 @@ from evoalign.errors import EvoalignError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("evoalign.quickstart", "run the whole pipeline offline on the bundled SmolLM2"),
-    "evolve": ("evoalign.datagen.cli", "evolve pseudo-malicious instructions from seeds (EvoRefuse)"),
-    "build": ("evoalign.data.cli", "build SFT and preference data from an evolved set"),
+    "evolve": ("evoalign.evolve.cli", "evolve pseudo-malicious instructions from seeds (EvoRefuse)"),
+    "build": ("evoalign.build.cli", "build SFT and preference data from an evolved set"),
     "sft": ("evoalign.train.recipes:sft_cli", "train a LoRA/QLoRA adapter with SFT (same as recipes/sft.py)"),
     "dpo": ("evoalign.train.recipes:dpo_cli", "train a LoRA/QLoRA adapter with DPO (same as recipes/dpo.py)"),
     "eval": ("evoalign.eval.cli", "measure over-refusal against safety on benchmarks"),
     "eval-data": ("evoalign.eval.data_quality", "data-quality metrics of a generated set"),
     "judge": ("evoalign.judges.cli", "label responses as compliance, refusal or partial refusal"),
-    "generate": ("evoalign.models.cli", "batched generation with any model spec"),
+    "generate": ("evoalign.generate", "batched generation with any model spec"),
 }
 
 

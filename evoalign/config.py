@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from evoalign.errors import ConfigError
-from evoalign.utils.io import read_text_strict
+from evoalign.io import read_text_strict
 
 T = TypeVar("T")
 

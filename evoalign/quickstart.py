@@ -30,7 +30,7 @@ import yaml
 
 from evoalign.config import parse_args
 from evoalign.errors import EvoalignError
-from evoalign.utils.io import atomic_write_text
+from evoalign.io import atomic_write_text
 
 PROFILES: dict[str, dict[str, int]] = {
     # seeds, T, L, K, prompts per benchmark, epochs, new tokens (evolve target / responder / eval)
@@ -105,7 +105,7 @@ def _benchmark_dir(config: QuickstartConfig) -> Path:
 def _seed_file(config: QuickstartConfig) -> str:
     """The user's seed file, or the project's instruction-form offline seeds (which the base model mostly answers,
     so evolution has refusals to gain; it already refuses about a quarter of the question-form starter seeds)."""
-    return config.seeds or str(Path(__file__).parent / "datagen" / "data" / "seeds" / "offline.jsonl")
+    return config.seeds or str(Path(__file__).parent / "evolve" / "data" / "seeds" / "offline.jsonl")
 
 
 def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, dict[str, Any]]:
@@ -239,9 +239,9 @@ def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, 
 
 def _stage_runner(name: str) -> Callable[[Sequence[str]], int]:
     if name == "evolve":
-        from evoalign.datagen.cli import main
+        from evoalign.evolve.cli import main
     elif name == "build":
-        from evoalign.data.cli import main
+        from evoalign.build.cli import main
     elif name in ("sft", "dpo"):
         from evoalign.train.recipes import run_cli
 

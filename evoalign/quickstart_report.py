@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evoalign.utils.io import atomic_write_json, atomic_write_text
+from evoalign.io import atomic_write_json, atomic_write_text
 
 MIN_TRIGGER_RATIO = 2.0
 MIN_RELATIVE_REDUCTION = 0.30

@@ -15,11 +15,11 @@ import pytest
 from recipes_support import RECIPES, ROOT, load_recipe, toy_rows, write_toy_dataset
 
 from evoalign.errors import ConfigError, DataError
+from evoalign.secrets import REDACTED, is_secret_key, scrub_secrets
 from evoalign.train.configs import accumulation_steps
 from evoalign.train.data import DPO_COLUMNS, SFT_COLUMNS, load_splits
 from evoalign.train.models import resolve_model_path
 from evoalign.train.run import find_checkpoint
-from evoalign.train.secrets import REDACTED, is_secret_key, scrub_secrets
 
 LLAMA = RECIPES / "llama-3.1-8b-instruct"
 

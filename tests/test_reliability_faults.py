@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from evoalign.data.cli import main as build_main
-from evoalign.datagen.cli import main as evolve_main
+from evoalign.build.cli import main as build_main
 from evoalign.eval.cli import main as eval_main
+from evoalign.evolve.cli import main as evolve_main
+from evoalign.io import read_jsonl
 from evoalign.testing.openai_server import FaultPlan, OpenAIServer
-from evoalign.utils.io import read_jsonl
 from tests.reliability_support import (
     SEEDS,
     SOFT_FAULTS,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from evoalign.io import atomic_write_text
 from evoalign.testing.openai_server import OpenAIServer
-from evoalign.utils.io import atomic_write_text
 from tests.reliability_support import (
     build_settings,
     comparable_summary,
@@ -106,7 +106,7 @@ def test_eval_killed_five_times_then_rerun_matches_an_uninterrupted_run(tmp_path
 def test_the_next_write_removes_a_killed_writers_temp_file(tmp_path):
     target = tmp_path / "rows.jsonl"
     code = (
-        "import os, signal, evoalign.utils.io as io; from pathlib import Path\n"
+        "import os, signal, evoalign.io as io; from pathlib import Path\n"
         "io.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"io.atomic_write_text(Path({str(target)!r}), 'partial')\n"
     )

@@ -14,10 +14,10 @@ import logging
 
 import pytest
 
-from evoalign.data.cli import main as build_main
-from evoalign.datagen.cli import main as evolve_main
+from evoalign.build.cli import main as build_main
 from evoalign.errors import ModelError
 from evoalign.eval.cli import main as eval_main
+from evoalign.evolve.cli import main as evolve_main
 from evoalign.models import load_model, parse_spec
 from evoalign.testing.openai_server import OpenAIServer
 from tests.reliability_support import (

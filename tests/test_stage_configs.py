@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from evoalign.build.config import BuildConfig
 from evoalign.config import parse_args
-from evoalign.data.build_config import BuildConfig
-from evoalign.datagen.config import EvolveConfig
 from evoalign.eval.runner import EvalConfig
+from evoalign.evolve.config import EvolveConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

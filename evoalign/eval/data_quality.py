@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.config import config_to_dict, parse_args
-from evoalign.data.sources import load_source
 from evoalign.errors import ConfigError
 from evoalign.eval.metrics import rate, set_metrics
 from evoalign.eval.registry import subsample
@@ -37,10 +36,11 @@ from evoalign.eval.runner import (
     model_entries,
     sampling_params,
 )
+from evoalign.io import atomic_write_json
 from evoalign.judges import HarmfulnessVerifier, get_judge
 from evoalign.models import load_model
-from evoalign.utils.io import atomic_write_json
-from evoalign.utils.runinfo import write_run_info
+from evoalign.runinfo import write_run_info
+from evoalign.sources import load_source
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 SMOOTHING_EPSILON = 0.1

@@ -4,7 +4,7 @@ Over-refusal (benign) sets: XSTest safe, OR-Bench-Hard-1K, PHTest, OKTest, EvoRe
 harmful but are not, so every refusal is an over-refusal (lower is better). Harmful sets: XSTest unsafe,
 OR-Bench-Toxic, AdvBench, HarmBench, JailbreakBench; a refusal there is the safe behaviour (higher is better).
 
-Each benchmark loads from its public location by default: a hub dataset through `evoalign.data.sources`, or a
+Each benchmark loads from its public location by default: a hub dataset through `evoalign.sources`, or a
 raw file in the authors' repository (pinned to a commit) downloaded once into `$EVOALIGN_CACHE/benchmarks`.
 Offline, give the benchmark's canonical file with `path:`; the registry knows its columns, tried in order
 (`prompt`, else `goal`, ...), so `xstest_safe: {path: xstest_prompts.csv}` just works. Any other JSONL/CSV/JSON
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoalign.data.sources import Source, load_source
 from evoalign.errors import ConfigError, DataError
-from evoalign.utils.io import atomic_write_text
+from evoalign.io import atomic_write_text
+from evoalign.sources import Source, load_source
 
 BENIGN, HARMFUL = "benign", "harmful"
 KINDS = (BENIGN, HARMFUL)

@@ -13,7 +13,7 @@ from typing import Any
 
 from evoalign.errors import DataError
 from evoalign.eval.registry import BENIGN, HARMFUL
-from evoalign.utils.io import atomic_write_text, read_text_strict
+from evoalign.io import atomic_write_text, read_text_strict
 
 REPORT_FORMAT = "evoalign.eval/1"
 REPORT_NAME, MARKDOWN_NAME, PLOT_NAME = "report.json", "report.md", "tradeoff.png"

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.errors import DataError, EvoalignError
+from evoalign.io import atomic_write_jsonl, iter_records
 from evoalign.judges import LABELS, agreement, get_judge, judge_names, summarize
 from evoalign.judges.metrics import format_summary
-from evoalign.utils.io import atomic_write_jsonl, iter_records
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from evoalign.errors import ModelError
-from evoalign.utils.hub import hub_reachable
+from evoalign.hub import hub_reachable
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

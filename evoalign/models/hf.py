@@ -15,7 +15,7 @@ from typing import Any
 from evoalign.errors import ModelError
 from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
 from evoalign.models.sampling import RecordingSampler, row_seed
-from evoalign.utils.progress import progress_bar
+from evoalign.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 

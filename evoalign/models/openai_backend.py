@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from evoalign.errors import ModelError
 from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
-from evoalign.utils.progress import progress_bar
+from evoalign.progress import progress_bar
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOP_LOGPROBS = 5

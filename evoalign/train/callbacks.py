@@ -18,8 +18,8 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from evoalign.train.secrets import is_secret_key, scrub_secrets
-from evoalign.utils.io import atomic_write_json
+from evoalign.io import atomic_write_json
+from evoalign.secrets import is_secret_key, scrub_secrets
 
 _PACKAGES = ("evoalign", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes")
 TRAINING_ARGS_FILE = "training_args.bin"

@@ -18,7 +18,7 @@ from typing import Any
 import trl
 
 from evoalign.errors import ConfigError
-from evoalign.train.secrets import scrub_secrets
+from evoalign.secrets import scrub_secrets
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
+from evoalign.io import atomic_write_text
+from evoalign.secrets import scrub_secrets
 from evoalign.train.callbacks import package_versions
-from evoalign.train.secrets import scrub_secrets
-from evoalign.utils.io import atomic_write_text
 
 _TASK_TITLES = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)"}
 

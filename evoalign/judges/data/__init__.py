@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evoalign.utils.io import read_jsonl
+from evoalign.io import read_jsonl
 
 LABELLED_SET = Path(__file__).with_name("labelled_responses.jsonl")
 

@@ -1,0 +1,198 @@
+"""`evoalign evolve` / `datagen/evolve.py`: evolve pseudo-malicious instructions from a seed set.
+
+    python datagen/evolve.py --config datagen/configs/offline.yaml [--key value ...]
+    accelerate launch --num_processes 4 datagen/evolve.py --config datagen/configs/paper.yaml
+
+The run directory (`output_dir`) receives `config.yaml`, `run_info.json`, the response cache, checkpoints after
+every iteration, and finally `evolved.jsonl` and `summary.json`. `--resume` continues an interrupted run. The
+directory is created only once every model is loaded and reachable and every seed fits each target's context, so
+a run that fails to start leaves nothing behind. Under `accelerate launch` each process evolves the seeds whose
+index is its rank modulo the number of processes, in its own `shard-R-of-W/` state directory; the main process
+merges the shards and removes near-duplicates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evoalign.config import parse_args
+from evoalign.errors import ConfigError
+from evoalign.evolve.config import EvolveConfig
+from evoalign.evolve.distributed import Dist, init_distributed
+from evoalign.evolve.fitness import FitnessEvaluator, Target
+from evoalign.evolve.operators import Operators
+from evoalign.evolve.report import fresh_check, merge, render, write_shard
+from evoalign.evolve.rule_verifier import RuleVerifier
+from evoalign.evolve.search import Evolution, model_seed
+from evoalign.evolve.strategies import Strategy, available_strategies, select_strategies
+from evoalign.io import atomic_write_text
+from evoalign.models import ChatModel, SamplingParams, call_stats, check_context, load_model, spec_string
+from evoalign.prompts import condition_prefix
+from evoalign.runinfo import write_run_info
+from evoalign.sources import Source, load_source
+
+CACHE = "cache.sqlite"
+
+
+@dataclasses.dataclass
+class Components:
+    """Everything an Evolution needs besides its config, plus its models by role (to count their calls, close)."""
+
+    operators: Operators
+    verifier: Any
+    evaluator: FitnessEvaluator
+    strategies: list[Strategy]
+    models: dict[str, ChatModel]
+
+
+def state_dir(run_dir: Path, dist: Dist) -> Path:
+    """Where this process keeps its checkpoints and shard output."""
+    return run_dir if dist.world == 1 else run_dir / f"shard-{dist.rank}-of-{dist.world}"
+
+
+def check_run_dir(run_dir: Path, config: EvolveConfig, dist: Dist) -> None:
+    """Refuse to overwrite a run without --resume, or to resume it with a different number of processes."""
+    layouts = {p.name for p in run_dir.glob("shard-*-of-*") if (p / "checkpoints").is_dir()}
+    if (run_dir / "checkpoints").is_dir():
+        layouts.add("single process")
+    if not layouts:
+        return
+    if not config.resume:
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another output_dir")
+    expected = {"single process"} if dist.world == 1 else {f"shard-{r}-of-{dist.world}" for r in range(dist.world)}
+    if not layouts <= expected:
+        raise ConfigError(
+            f"{run_dir} was run with a different number of processes ({', '.join(sorted(layouts))}); "
+            f"resume it with the same number"
+        )
+
+
+def _target(entry: str | Mapping[str, Any], condition: Any, cache: Path) -> Target:
+    options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
+    name = options.pop("name", None)
+    prefix = condition_prefix(options.pop("condition", condition))
+    model = load_model(options, cache=cache)
+    return Target(name or spec_string(options), model, tuple(prefix))
+
+
+def _judge(spec: str, cache: Path) -> tuple[Any, ChatModel | None]:
+    from evoalign.judges import CascadeJudge, LLMJudge, get_judge
+
+    name, _, argument = spec.partition(":")
+    if name in ("llm", "cascade") and argument:  # model-backed judges go through the run's response cache
+        model = load_model(argument, cache=cache)
+        return (LLMJudge(model) if name == "llm" else CascadeJudge(model)), model
+    return get_judge(spec), None
+
+
+def _verifier(config: EvolveConfig, cache: Path) -> tuple[Any, list[ChatModel]]:
+    if config.verifier == "rules":
+        return RuleVerifier(strictness=config.verifier_strictness), []
+    from evoalign.judges import HarmfulnessVerifier
+
+    specs = config.verifier if isinstance(config.verifier, list) else [config.verifier]
+    models = [load_model(spec, cache=cache) for spec in specs]
+    verifier = HarmfulnessVerifier(models, voting=config.verifier_voting, strictness=config.verifier_strictness)
+    return verifier, models
+
+
+def build_components(config: EvolveConfig, cache: Path) -> Components:
+    """Resolve strategies (first: fast errors), then load the targets, judge, verifier and mutator."""
+    from evoalign.evolve.llm_operators import LLMOperators
+
+    strategies = select_strategies(
+        config.strategies, available_strategies(config.strategies_file), has_mutator=config.mutator is not None
+    )
+    mutator_params = SamplingParams.from_dict(config.mutator_sampling)
+    target_params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
+    targets = [_target(entry, config.condition, cache) for entry in config.targets]
+    if len({t.name for t in targets}) < len(targets):
+        raise ConfigError("two targets share a name; give them distinct 'name:' keys")
+    verifier, verifier_models = _verifier(config, cache)
+    mutator = load_model(config.mutator, cache=cache) if config.mutator is not None else None
+    llm = LLMOperators(mutator, mutator_params) if mutator is not None else None
+    judge, judge_model = _judge(config.judge, cache)
+    evaluator = FitnessEvaluator(
+        targets,
+        judge,
+        target_params,
+        form=config.fitness,
+        lam=config.fitness_lambda,
+        floor=config.refusal_floor,
+    )
+    models = {f"target[{t.name}]": t.model for t in targets}
+    models |= {f"verifier[{index}]": model for index, model in enumerate(verifier_models)}
+    models |= {role: model for role, model in (("judge", judge_model), ("mutator", mutator)) if model is not None}
+    operators = Operators(llm, config.recombination_operator, config.max_instruction_words)
+    return Components(operators, verifier, evaluator, strategies, models)
+
+
+def _write_config(run_dir: Path, config: EvolveConfig) -> None:
+    data = dataclasses.asdict(config)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    write_run_info(run_dir, data, "evolve")
+
+
+def check_start(components: Components, seeds: list[dict[str, Any]], source: Any) -> None:
+    """Before the run folder exists: every model answers, and every seed fits each target's context."""
+    for model in components.models.values():
+        model.check()
+    path = Source.from_config(source).path
+    origins = [f"{path}:{row['_line']}" for row in seeds]
+    texts = [row["instruction"] for row in seeds]
+    for target in components.evaluator.targets:
+        check_context(target.model, target.conversations(texts), components.evaluator.params.max_new_tokens, origins)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run (or resume) an evolution; prints the summary and writes the run directory's files."""
+    config = parse_args(EvolveConfig, argv)
+    started = time.perf_counter()
+    dist = init_distributed()
+    run_dir = Path(config.output_dir)
+    check_run_dir(run_dir, config, dist)
+    seeds = load_source(config.seeds, required=("instruction",))
+    here = state_dir(run_dir, dist)
+    components = build_components(config, run_dir / CACHE)
+    try:
+        check_start(components, seeds, config.seeds)
+        dist.barrier()
+        if dist.main:
+            _write_config(run_dir, config)
+        evolution = Evolution(
+            config,
+            operators=components.operators,
+            verifier=components.verifier,
+            evaluator=components.evaluator,
+            strategies=components.strategies,
+            state_dir=here,
+            dist=dist,
+        )
+        final = evolution.run(seeds)
+        active = [seed for seed in final if seed.active]
+        fresh = fresh_check(components.evaluator, active, config.fresh_samples, model_seed(config.seed, "fresh"))
+        calls = {role: call_stats(model) for role, model in components.models.items()}
+        write_shard(here, final, fresh, evolution.history, calls)
+    finally:
+        for model in components.models.values():
+            model.close()
+    dist.barrier()
+    if dist.main:
+        shards = [state_dir(run_dir, Dist(rank, dist.world)) for rank in range(dist.world)]
+        summary = merge(
+            run_dir,
+            shards,
+            method=config.dedup,
+            threshold=config.dedup_threshold,
+            n=config.dedup_ngram,
+            seconds=time.perf_counter() - started,
+        )
+        print(render(summary))
+        print(f"\n{run_dir / 'evolved.jsonl'}: {summary['evolved']} rows in {summary['seconds']:.1f} s")
+    return 0

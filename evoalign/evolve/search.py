@@ -1,0 +1,439 @@
+"""The evolutionary search (EvoRefuse): mutate, verify, recombine, score, and accept by simulated annealing.
+
+Every iteration t works on all seeds of this process at once:
+
+1. mutate: each seed's current instruction is rewritten by L strategies chosen by the selector; mutants must
+   pass the verifier, with up to `mutation_rounds` rounds to refill the ones that failed or were rejected;
+2. recombine: N pairs drawn from the seed's verified mutants (all L of them: the published top-L of L) are
+   merged into one instruction each, and every recombinant is verified too (the published code skipped this);
+3. score: all candidates of all seeds (plus, at t = 0, the seeds themselves) go to each target in one batched
+   call, K samples each, and get a fitness from their judged responses and the samples' own log-probs;
+4. accept: the best candidate replaces the current instruction when exp((F' - F) / tau_t) > u, u ~ U[0, 1),
+   tau_t = max(tau_min, tau_start - tau_decay * t).
+
+Only instructions the verifier judged benign (verified) are ever candidates, and seeds themselves are verified
+before the search, so nothing unverified can reach the output. Every random choice comes from a generator
+seeded by (run seed, purpose, seed index, iteration[, round]), never global state, and model calls go through
+the response cache, so an interrupted run resumed from its last checkpoint reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from evoalign.evolve.checkpoint import check_resumable, load_checkpoint, save_checkpoint, saved_iterations
+from evoalign.evolve.config import RESUMABLE, EvolveConfig
+from evoalign.evolve.distributed import Dist
+from evoalign.evolve.fitness import FitnessEvaluator
+from evoalign.evolve.operators import MutationRequest, Operators
+from evoalign.evolve.proposal import Proposal, normalize
+from evoalign.evolve.selection import StrategySelector
+from evoalign.evolve.strategies import Strategy
+from evoalign.progress import progress_bar
+
+
+class Verifier(Protocol):
+    def verify(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+def derive_seed(*keys: Any) -> int:
+    """A 63-bit integer that depends only on `keys` (stable across processes and Python versions)."""
+    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def model_seed(*keys: Any) -> int:
+    """A derived seed for a model call: 31 bits, which every backend accepts (llama.cpp takes uint32)."""
+    return derive_seed(*keys) % 2**31
+
+
+def derive_rng(*keys: Any) -> random.Random:
+    return random.Random(derive_seed(*keys))
+
+
+def temperature(config: EvolveConfig, iteration: int) -> float:
+    """The annealing temperature tau_t."""
+    return max(config.tau_min, config.tau_start - config.tau_decay * iteration)
+
+
+def accepts(new: float, old: float | None, tau: float, u: float) -> bool:
+    """Simulated-annealing acceptance: always when better, else with probability exp((new - old) / tau)."""
+    if old is None or new >= old:
+        return True
+    return math.exp((new - old) / tau) > u
+
+
+@dataclass
+class SeedState:
+    """One seed's place in the search (JSON-serialisable for checkpoints)."""
+
+    index: int
+    seed: str
+    source: dict[str, Any]
+    seed_verification: dict[str, Any]
+    instruction: str
+    reason: str | None = None
+    operator: str | None = None
+    family: str | None = None
+    verification: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    seed_evaluation: dict[str, Any] | None = None
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.seed_verification["verified"])
+
+    @property
+    def fitness(self) -> float | None:
+        return self.evaluation["fitness"] if self.evaluation else None
+
+
+@dataclass
+class Candidate:
+    """A verified mutant or recombinant of one seed's current instruction."""
+
+    instruction: str
+    reason: str
+    operator: str
+    family: str
+    kind: str  # "mutation" or "recombination"
+    verification: dict[str, Any]
+    parents: list[str] = field(default_factory=list)  # a recombinant's parents' operators
+    evaluation: dict[str, Any] | None = None
+
+    @property
+    def fitness(self) -> float | None:
+        return self.evaluation["fitness"] if self.evaluation else None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A proposal waiting for the verifier, with where it came from."""
+
+    seed: SeedState
+    operator: str
+    family: str
+    kind: str
+    parents: list[str]
+    proposal: Proposal
+
+
+def new_counters(iteration: int) -> dict[str, Any]:
+    """Per-iteration counters; every number in them sums across shards."""
+    return {
+        "iteration": iteration,
+        "seeds": 0,
+        "candidates": 0,
+        "accepted": 0,
+        "fitness_sum": 0.0,
+        "fitness_count": 0,
+        "verified": 0,
+        "rejected": 0,
+        "operators": {},
+    }
+
+
+def _operator_counters(counters: dict[str, Any], name: str) -> dict[str, Any]:
+    return counters["operators"].setdefault(
+        name,
+        {
+            "attempts": 0,
+            "failures": {},
+            "rejected": 0,
+            "evaluated": 0,
+            "improved": 0,
+            "gain_sum": 0.0,
+            "best": 0,
+            "accepted": 0,
+        },
+    )
+
+
+class Evolution:
+    """One process's share of an evolution run (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: EvolveConfig,
+        *,
+        operators: Operators,
+        verifier: Verifier,
+        evaluator: FitnessEvaluator,
+        strategies: Sequence[Strategy],
+        state_dir: str | Path,
+        dist: Dist | None = None,
+    ) -> None:
+        self.config = config
+        self.operators = operators
+        self.verifier = verifier
+        self.evaluator = evaluator
+        self.selector = StrategySelector(strategies, config.selection)
+        self.state_dir = Path(state_dir)
+        self.dist = dist or Dist()
+        self.seeds: list[SeedState] = []
+        self.history: list[dict[str, Any]] = []
+        self.next_iteration = 0
+
+    # ---- run ----------------------------------------------------------------------------------------------
+
+    def run(self, seed_rows: Sequence[dict[str, Any]]) -> list[SeedState]:
+        """Evolve this process's seeds (those it owns among `seed_rows`) from scratch or the last checkpoint."""
+        if not self._restore():
+            self._start(seed_rows)
+        with progress_bar(total=self.config.iterations, desc="evolve", unit="iter") as bar:
+            bar.update(self.next_iteration)
+            for iteration in range(self.next_iteration, self.config.iterations):
+                started = time.perf_counter()
+                counters = self.iterate(iteration)
+                counters["seconds"] = time.perf_counter() - started
+                self.history.append(counters)
+                self.next_iteration = iteration + 1
+                self.save()
+                bar.update(1)
+                bar.set_postfix(
+                    fitness=_ratio(counters["fitness_sum"], counters["fitness_count"]), accepted=counters["accepted"]
+                )
+        return self.seeds
+
+    def _start(self, seed_rows: Sequence[dict[str, Any]]) -> None:
+        owned = [(index, row) for index, row in enumerate(seed_rows) if self.dist.owns(index)]
+        verdicts = self.verifier.verify([{"instruction": row["instruction"]} for _, row in owned])
+        self.seeds = [
+            SeedState(
+                index=index,
+                seed=row["instruction"],
+                source={k: v for k, v in row.items() if k != "instruction" and not k.startswith("_")},
+                seed_verification=verdict,
+                instruction=row["instruction"],
+            )
+            for (index, row), verdict in zip(owned, verdicts)
+        ]
+        self.history, self.next_iteration = [], 0
+        self.save()
+
+    def _restore(self) -> bool:
+        """Load the newest checkpoint every process has; False when there is none to resume from."""
+        mine = saved_iterations(self.state_dir) if self.config.resume else []
+        everyone = self.dist.gather(mine)
+        common = set(everyone[0]).intersection(*everyone[1:]) if all(everyone) else set()
+        if not common:
+            return False
+        state = load_checkpoint(self.state_dir, max(common))
+        check_resumable(state["config"], dataclasses.asdict(self.config), RESUMABLE, str(self.state_dir))
+        self.seeds = [SeedState(**seed) for seed in state["seeds"]]
+        self.selector.load_state_dict(state["selector"])
+        self.history = state["history"]
+        self.next_iteration = state["next_iteration"]
+        return True
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.state_dir,
+            {
+                "next_iteration": self.next_iteration,
+                "config": dataclasses.asdict(self.config),
+                "seeds": [dataclasses.asdict(seed) for seed in self.seeds],
+                "selector": self.selector.state_dict(),
+                "history": self.history,
+            },
+        )
+
+    # ---- one iteration -------------------------------------------------------------------------------------
+
+    def iterate(self, iteration: int) -> dict[str, Any]:
+        """Mutate, verify, recombine, score and accept for every active seed; returns the iteration's counters."""
+        counters = new_counters(iteration)
+        active = [seed for seed in self.seeds if seed.active]
+        counters["seeds"] = len(active)
+        pools = self._mutate(iteration, active, counters)
+        self._recombine(iteration, active, pools, counters)
+        self._score(iteration, active, pools)
+        gains = self._accept(iteration, active, pools, counters)
+        everyone = sorted(gain for shard in self.dist.gather(gains) for gain in shard)
+        self.selector.update((name, gain) for _, _, name, gain in everyone)
+        return counters
+
+    def _mutate(self, iteration: int, seeds: list[SeedState], counters: dict[str, Any]) -> dict[int, list[Candidate]]:
+        pools: dict[int, list[Candidate]] = {seed.index: [] for seed in seeds}
+        attempts = {seed.index: 0 for seed in seeds}
+        for round_ in range(self.config.mutation_rounds):
+            requests: list[MutationRequest] = []
+            owners: list[SeedState] = []
+            for seed in seeds:
+                need = self.config.population - len(pools[seed.index])
+                if need <= 0:
+                    continue
+                rng = derive_rng(self.config.seed, "mutate", seed.index, iteration, round_)
+                for strategy in self.selector.choose(need, rng, offset=attempts[seed.index]):
+                    requests.append(MutationRequest(seed.instruction, strategy, rng))
+                    owners.append(seed)
+                attempts[seed.index] += need
+            if not requests:
+                break
+            proposals = self.operators.mutate(requests, model_seed(self.config.seed, "mutate", iteration, round_))
+            pending = [
+                _Pending(owner, r.strategy.name, r.strategy.family, "mutation", [], proposal)
+                for owner, r, proposal in zip(owners, requests, proposals)
+            ]
+            self._admit(pending, pools, counters)
+        return pools
+
+    def _recombine(
+        self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]], counters: dict[str, Any]
+    ) -> None:
+        pairs: list[tuple[SeedState, Candidate, Candidate]] = []
+        for seed in seeds:
+            mutants = pools[seed.index]
+            if len(mutants) < 2:
+                continue
+            rng = derive_rng(self.config.seed, "recombine", seed.index, iteration)
+            pairs += [(seed, *rng.sample(mutants, 2)) for _ in range(self.config.recombinations)]
+        if not pairs:
+            return
+        proposals = self.operators.recombine(
+            [(a.instruction, b.instruction) for _, a, b in pairs],
+            model_seed(self.config.seed, "recombine", iteration),
+        )
+        name = self.operators.recombination_name
+        pending = [
+            _Pending(seed, name, "recombination", "recombination", [a.operator, b.operator], proposal)
+            for (seed, a, b), proposal in zip(pairs, proposals)
+        ]
+        self._admit(pending, pools, counters)
+
+    def _admit(self, pending: list[_Pending], pools: dict[int, list[Candidate]], counters: dict[str, Any]) -> None:
+        """Count failures, drop duplicates, verify the rest in one batch and add the verified ones to the pools."""
+        seen: dict[int, set[str]] = {}
+        to_verify: list[_Pending] = []
+        for item in pending:
+            known = seen.setdefault(
+                item.seed.index, {normalize(text) for text in [item.seed.instruction, *_texts(pools[item.seed.index])]}
+            )
+            stats = _operator_counters(counters, item.operator)
+            stats["attempts"] += 1
+            failure = item.proposal.failure
+            if failure is None and normalize(item.proposal.instruction) in known:
+                failure = "duplicate"
+            if failure is not None:
+                stats["failures"][failure] = stats["failures"].get(failure, 0) + 1
+                continue
+            known.add(normalize(item.proposal.instruction))
+            to_verify.append(item)
+        verdicts = self.verifier.verify(
+            [{"instruction": i.proposal.instruction, "reason": i.proposal.reason} for i in to_verify]
+        )
+        for item, verdict in zip(to_verify, verdicts):
+            counters["verified"] += 1
+            if not verdict["verified"]:
+                counters["rejected"] += 1
+                _operator_counters(counters, item.operator)["rejected"] += 1
+                continue
+            pools[item.seed.index].append(
+                Candidate(
+                    instruction=item.proposal.instruction,
+                    reason=item.proposal.reason,
+                    operator=item.operator,
+                    family=item.family,
+                    kind=item.kind,
+                    verification=verdict,
+                    parents=item.parents,
+                )
+            )
+
+    def _score(self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]]) -> None:
+        unscored = [seed for seed in seeds if seed.evaluation is None]
+        candidates = [c for seed in seeds for c in pools[seed.index]]
+        texts = [seed.instruction for seed in unscored] + [c.instruction for c in candidates]
+        evaluations = self.evaluator.evaluate(texts, desc=f"iteration {iteration + 1}/{self.config.iterations}")
+        for seed, evaluation in zip(unscored, evaluations):
+            seed.evaluation = evaluation
+            if seed.operator is None:
+                seed.seed_evaluation = evaluation
+        for candidate, evaluation in zip(candidates, evaluations[len(unscored) :]):
+            candidate.evaluation = evaluation
+
+    def _accept(
+        self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]], counters: dict[str, Any]
+    ) -> list[tuple[int, int, str, float]]:
+        """Anneal each seed toward its best candidate; returns (seed, slot, strategy, gain) for the bandit."""
+        tau = temperature(self.config, iteration)
+        gains: list[tuple[int, int, str, float]] = []
+        for seed in seeds:
+            scored = [c for c in pools[seed.index] if c.fitness is not None]
+            counters["candidates"] += len(scored)
+            for slot, candidate in enumerate(scored):
+                gain = candidate.fitness - seed.fitness if seed.fitness is not None else None
+                self._count_gain(counters, candidate, gain)
+                if gain is not None and candidate.kind == "mutation":
+                    gains.append((seed.index, slot, candidate.operator, gain))
+            step = self._step(iteration, seed, scored, tau, counters)
+            seed.lineage.append(step)
+            if seed.fitness is not None:
+                counters["fitness_sum"] += seed.fitness
+                counters["fitness_count"] += 1
+        return gains
+
+    def _step(
+        self, iteration: int, seed: SeedState, scored: list[Candidate], tau: float, counters: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Decide on one seed's best candidate; updates the seed when accepted and returns its lineage entry."""
+        entry = {
+            "iteration": iteration + 1,
+            "strategy": None,
+            "family": None,
+            "parents": [],
+            "instruction": None,
+            "fitness": None,
+            "previous_fitness": seed.fitness,
+            "tau": tau,
+            "accepted": False,
+            "candidates": len(scored),
+        }
+        if not scored:
+            return entry
+        best = max(scored, key=lambda c: c.fitness)
+        u = derive_rng(self.config.seed, "accept", seed.index, iteration).random()
+        accepted = accepts(best.fitness, seed.fitness, tau, u)
+        entry.update(
+            strategy=best.operator,
+            family=best.family,
+            parents=best.parents,
+            instruction=best.instruction,
+            fitness=best.fitness,
+            accepted=accepted,
+        )
+        stats = _operator_counters(counters, best.operator)
+        stats["best"] += 1
+        if accepted:
+            stats["accepted"] += 1
+            counters["accepted"] += 1
+            seed.instruction, seed.reason = best.instruction, best.reason
+            seed.operator, seed.family = best.operator, best.family
+            seed.verification, seed.evaluation = best.verification, best.evaluation
+        return entry
+
+    @staticmethod
+    def _count_gain(counters: dict[str, Any], candidate: Candidate, gain: float | None) -> None:
+        stats = _operator_counters(counters, candidate.operator)
+        stats["evaluated"] += 1
+        if gain is not None:
+            stats["gain_sum"] += gain
+            stats["improved"] += gain > 0
+
+
+def _texts(candidates: list[Candidate]) -> list[str]:
+    return [candidate.instruction for candidate in candidates]
+
+
+def _ratio(total: float, count: int) -> float | None:
+    return round(total / count, 4) if count else None
