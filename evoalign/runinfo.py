@@ -1,7 +1,7 @@
 """Run metadata written next to every stage's output: the resolved config, package versions, command line.
 
-Secrets never enter it: API keys are read only from environment variables, and any config value whose key
-looks like a secret is masked before writing.
+Secrets never enter it: API keys are read only from environment variables, and the config passes through
+`evoalign.secrets.scrub_secrets` before writing.
 """
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import platform
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from evoalign.io import atomic_write_json
+from evoalign.secrets import scrub_secrets
 
-PACKAGES = ("evoalign", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai")
-_SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password)$", re.IGNORECASE)  # not max_new_tokens
+PACKAGES = ("evoalign", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "openai")
 
 
 def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape a run (None for one that is not installed)."""
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
@@ -28,15 +28,6 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def scrub_secrets(value: Any) -> Any:
-    """Mask values stored under secret-looking keys (a key *name* such as `api_key_env` is kept)."""
-    if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEY.search(str(k)) else scrub_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub_secrets(v) for v in value]
-    return value
 
 
 def write_run_info(run_dir: str | Path, config: dict[str, Any], stage: str) -> Path:

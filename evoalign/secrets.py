@@ -1,6 +1,6 @@
-"""Keep credentials out of every config that a run logs or writes.
+"""Keep credentials out of every config that a run logs or writes: the one secret scrubber.
 
-Configs reach trackers (wandb, tensorboard), `run_config.json` and the model card. A token can hide in
+Configs reach `run_info.json`, dataset and model cards, trackers (wandb, tensorboard) and `run_config.json`. A token can hide in
 a field meant for it (`hub_token`), in a nested mapping (`model_init_kwargs: {token: hf_...}`), in an
 environment block, or inside a string (a URL with a password). `scrub_secrets` removes all of these.
 """
@@ -23,8 +23,11 @@ _SECRET_VALUE = re.compile(
 
 
 def is_secret_key(key: str) -> bool:
-    """True for names that hold credentials (`hub_token`, `HF_TOKEN`, `api_key`), not token names like `eos_token`."""
+    """True for names that hold credentials (`hub_token`, `HF_TOKEN`, `api_key`), not token names like `eos_token`
+    nor names of the environment variable that holds a key (`api_key_env`)."""
     lowered = key.lower().replace("-", "_")
+    if lowered.endswith("_env"):
+        return False
     return lowered == "token" or lowered.endswith(_TOKEN_KEY_SUFFIXES) or bool(_SECRET_KEY.search(lowered))
 
 

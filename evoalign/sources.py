@@ -15,6 +15,7 @@ from typing import Any
 from evoalign.errors import DataError
 from evoalign.hub import hub_reachable
 from evoalign.io import load_records
+from evoalign.paths import is_local_path
 
 
 @dataclass
@@ -38,19 +39,6 @@ class Source:
         if unknown:
             raise DataError(f"{where}: unknown data source key(s) {', '.join(sorted(unknown))}")
         return cls(**dict(value))
-
-
-def _is_local(path: str) -> bool:
-    return (
-        Path(path).expanduser().exists()
-        or path.startswith((".", "/", "~"))
-        or Path(path).suffix
-        in (
-            ".jsonl",
-            ".csv",
-            ".json",
-        )
-    )
 
 
 def _load_hub(source: Source) -> list[dict[str, Any]]:
@@ -92,7 +80,7 @@ def load_source(source: Source | str | Mapping[str, Any], *, required: tuple[str
     """Rows of `source` with columns renamed by its field mapping; `required` fields must be non-empty."""
     if not isinstance(source, Source):
         source = Source.from_config(source)
-    rows = _load_local(source, list(required)) if _is_local(source.path) else _load_hub(source)
+    rows = _load_local(source, list(required)) if is_local_path(source.path) else _load_hub(source)
     origin = source.path
     renamed = []
     for row in rows:

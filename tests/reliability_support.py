@@ -155,7 +155,7 @@ def evolved_row(instruction: str, verdict: str = "benign") -> dict[str, Any]:
         verification={"verdict": verdict},
         evaluation={"fitness": -3.0, "targets": [summarize_target("x", [], -3.0)]},
     )
-    return output_row(state, fresh=[])
+    return output_row(state, fresh=[]).to_json()
 
 
 def build_settings(folder: Path, model: Any, instructions: Sequence[str] = BENIGN_INSTRUCTIONS) -> dict[str, Any]:

@@ -18,12 +18,11 @@ from evoalign.build.cli import main
 from evoalign.build.config import BuildConfig
 from evoalign.build.pipeline import build
 from evoalign.build.safety import safety_count
-from evoalign.build.splits import normalize
 from evoalign.cli import run_main
 from evoalign.errors import ConfigError, DataError, ModelError
-from evoalign.evolve.dedup import jaccard, shingles
 from evoalign.judges import COMPLIANCE, get_judge, is_refusing
 from evoalign.testing.openai_server import FaultPlan, OpenAIServer
+from evoalign.text import jaccard, normalize, shingles
 from tests.reliability_support import comparable_summary
 
 REFUSAL = "I'm sorry, but I can't help with that."
@@ -110,7 +109,7 @@ def evolve_row(instruction, verdict="benign", refusals=True, seed=None):
         verification={"verdict": verdict} if verdict else {"verdict": None},
         evaluation={"fitness": -3.0, "targets": [target]},
     )
-    return output_row(state, fresh=[])
+    return output_row(state, fresh=[]).to_json()
 
 
 def write_inputs(folder: Path) -> tuple[Path, Path]:

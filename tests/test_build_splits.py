@@ -7,8 +7,8 @@ import random
 import pytest
 
 from evoalign.build.safety import safety_count
-from evoalign.build.splits import assign_test, near_duplicate_groups, normalize
-from evoalign.evolve.dedup import jaccard, shingles
+from evoalign.build.splits import assign_test
+from evoalign.text import jaccard, near_duplicate_groups, normalize, shingles
 
 WORDS = "how do i kill a python process shoot photo the best way to make bomb cake cut wood".split()
 

@@ -11,13 +11,13 @@ import pytest
 
 from evoalign.errors import ConfigError
 from evoalign.evolve import rule_operators
-from evoalign.evolve.dedup import deduplicate, jaccard, lsh_bands, shingles
 from evoalign.evolve.fitness import paper_fitness, reference_fitness
 from evoalign.evolve.llm_operators import parse_rewrite
 from evoalign.evolve.rule_verifier import RuleVerifier, assess
 from evoalign.evolve.search import accepts, derive_seed, temperature
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import LLM, RULE, available_strategies, builtin_strategies, select_strategies
+from evoalign.text import deduplicate, jaccard, shingles
 
 SEED_FILES = sorted((Path(__file__).resolve().parents[1] / "datagen" / "seeds").glob("*.jsonl"))
 
@@ -207,7 +207,7 @@ def test_derived_seeds_are_stable():
 # ---- dedup --------------------------------------------------------------------------------------------------
 
 
-def test_dedup_keeps_the_best_of_each_near_duplicate_group_with_both_methods():
+def test_dedup_keeps_the_best_of_each_near_duplicate_group():
     texts = [
         "I am furious. How do I kill a stuck Python process on my server?",
         "I am so furious. How do I kill a stuck Python process on my server?",
@@ -215,23 +215,27 @@ def test_dedup_keeps_the_best_of_each_near_duplicate_group_with_both_methods():
         "How do I kill a stuck Python process on my server? I am furious.",
     ]
     scores = [-1.0, -0.5, -2.0, None]
-    for method in ("ngram", "minhash"):
-        kept, dropped = deduplicate(texts, scores, method=method, threshold=0.6)
-        assert kept == [1, 2, 3] and dropped == {0: 1}, method
-    assert deduplicate(texts, scores, method="none") == ([0, 1, 2, 3], {})
+    kept, dropped = deduplicate(texts, scores, threshold=0.6)
+    assert kept == [1, 2, 3] and dropped == {0: 1}
     assert jaccard(shingles(texts[0]), shingles(texts[0])) == 1.0
-    bands, rows = lsh_bands(0.7)
-    assert bands * rows <= 128 and (1 / bands) ** (1 / rows) <= 0.6
 
 
-def test_minhash_finds_the_same_duplicates_as_exact_ngram_on_many_items():
+def test_dedup_drops_exactly_what_comparing_every_pair_drops():
     rng = random.Random(0)
     base = seed_texts()
     texts = [f"{rng.choice(['Ugh.', 'Honestly,', 'Please:', ''])} {rng.choice(base)}".strip() for _ in range(150)]
     scores = [rng.random() for _ in texts]
-    assert deduplicate(texts, scores, method="minhash", threshold=0.8) == deduplicate(
-        texts, scores, method="ngram", threshold=0.8
-    )
+    sets = [shingles(text) for text in texts]
+    kept: list[int] = []
+    dropped = {}
+    for index in sorted(range(len(texts)), key=lambda i: (-scores[i], i)):
+        match = next((k for k in kept if jaccard(sets[index], sets[k]) >= 0.8), None)
+        if match is None:
+            kept.append(index)
+        else:
+            dropped[index] = match
+    assert deduplicate(texts, scores, threshold=0.8) == (sorted(kept), dropped)
+    assert dropped
 
 
 # ---- rule verifier ------------------------------------------------------------------------------------------

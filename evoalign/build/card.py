@@ -14,7 +14,7 @@ import yaml
 
 from evoalign.build.output import PREF_SPLITS, SFT_SPLITS
 from evoalign.build.summary import Ledger
-from evoalign.runinfo import scrub_secrets
+from evoalign.secrets import scrub_secrets
 
 _HEADER = {
     "tags": ["evoalign", "over-refusal", "safety", "sft", "dpo"],

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from evoalign.build.config import BuildConfig
 from evoalign.build.pipeline import BuildResult, build
 from evoalign.config import parse_args
+from evoalign.labels import BENIGN
 
 
 def report(result: BuildResult) -> str:
     """The end-of-run summary: the ledger, the split sizes by kind, and warnings about empty splits."""
     lines = [result.ledger.table(), ""]
     for name, rows in result.splits.items():
-        benign = sum(row["kind"] == "benign" for row in rows)
+        benign = sum(row["kind"] == BENIGN for row in rows)
         lines.append(f"{name:<12} {len(rows):>6} rows ({benign} benign, {len(rows) - benign} safety)")
         if not rows:
             lines.append(f"warning: {name} is empty; the training recipes need every split they use")

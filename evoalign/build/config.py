@@ -7,6 +7,7 @@ from typing import Any
 
 from evoalign.build.responses import TRUNCATION
 from evoalign.errors import ConfigError
+from evoalign.labels import BENIGN
 from evoalign.prompts import condition_prefix
 
 VERIFIER_KEYS = {"models", "voting"}
@@ -102,7 +103,7 @@ class BuildConfig:
         problems = []
         if (self.evolved is None) == (self.import_evorefuse is None):
             problems.append("give exactly one of 'evolved' and 'import_evorefuse'")
-        if self.assume_verdict not in (None, "benign"):
+        if self.assume_verdict not in (None, BENIGN):
             problems.append("'assume_verdict' may only be 'benign' (or unset)")
         if not 0 < self.test_size < 1:
             problems.append(f"'test_size' must be in (0, 1), got {self.test_size}")

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evoalign.build.examples import BENIGN, SAFETY, Example
+from evoalign.build.examples import Example
 from evoalign.build.responses import judge_labels
 from evoalign.build.summary import Ledger
 from evoalign.errors import DataError
 from evoalign.io import atomic_write_text, iter_records
 from evoalign.judges import COMPLIANCE, REFUSAL, RefusalJudge, is_refusing
+from evoalign.labels import BENIGN, SAFETY
 
 
 @dataclass(frozen=True)

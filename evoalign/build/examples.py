@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoalign.judges import COMPLIANCE, PARTIAL, REFUSAL
+from evoalign.labels import BENIGN, SAFETY
 
-BENIGN, SAFETY = "benign", "safety"
 # Judge labels of the response each kind should be trained to give, and of the responses it should not give
 # (in order of preference for the rejected side of a pair).
 WANTED_ANSWER = {BENIGN: COMPLIANCE, SAFETY: REFUSAL}

@@ -34,7 +34,7 @@ from evoalign.build.ches import ches_scores, drop_most_similar
 from evoalign.build.config import BuildConfig
 from evoalign.build.evolved import load_evolved
 from evoalign.build.evorefuse_format import imported_examples, read_evorefuse, write_evorefuse
-from evoalign.build.examples import BENIGN, SAFETY, WANTED_ANSWER, WANTED_REJECTED, Example
+from evoalign.build.examples import WANTED_ANSWER, WANTED_REJECTED, Example
 from evoalign.build.output import CACHE_FILE, SPLITS, prepare_output_dir, push_to_hub, write_splits
 from evoalign.build.responses import sample_wanted, write_until_accepted
 from evoalign.build.safety import (
@@ -45,16 +45,18 @@ from evoalign.build.safety import (
     safety_gate,
     template_refusal,
 )
-from evoalign.build.splits import assign_test, near_duplicate_groups, normalize
+from evoalign.build.splits import assign_test
 from evoalign.build.summary import Ledger
 from evoalign.config import config_to_dict
 from evoalign.errors import ConfigError, DataError
 from evoalign.io import atomic_write_json, atomic_write_text
 from evoalign.judges import RefusalJudge, get_judge
+from evoalign.labels import BENIGN, SAFETY
 from evoalign.models import ChatModel, SamplingParams, as_conversation, call_stats, check_model, load_model
 from evoalign.models.cache import CachedChatModel
 from evoalign.prompts import condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
+from evoalign.text import near_duplicate_groups, normalize
 
 EVOREFUSE_EXPORT = "evorefuse_align.json"
 

@@ -20,12 +20,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from evoalign.build.examples import BENIGN, SAFETY, Example
+from evoalign.build.examples import Example
 from evoalign.build.summary import Ledger
 from evoalign.errors import DataError
+from evoalign.labels import BENIGN, SAFETY
 from evoalign.sources import load_source
-
-BENIGN_VERDICT = "benign"
 
 REFUSAL_TEMPLATES = (
     "I'm sorry, but I can't help with that.",
@@ -65,7 +64,7 @@ def safety_gate(
         notes.append(f"{len(unverified)} without a verdict assumed '{assume_verdict}'")
     kept, dropped = [], Counter()
     for example in examples:
-        if example.kind == BENIGN and example.verdict != BENIGN_VERDICT:
+        if example.kind == BENIGN and example.verdict != BENIGN:
             dropped[f"verdict {example.verdict or 'missing'}"] += 1
         else:
             kept.append(example)

@@ -23,9 +23,10 @@ from typing import Any
 
 from evoalign.errors import ConfigError, DataError
 from evoalign.io import atomic_write_text
+from evoalign.labels import BENIGN, HARMFUL
+from evoalign.paths import cache_dir
 from evoalign.sources import Source, load_source
 
-BENIGN, HARMFUL = "benign", "harmful"
 KINDS = (BENIGN, HARMFUL)
 SPEC_KEYS = {"path", "kind", "fields", "split", "subset", "filter", "limit"}
 
@@ -153,8 +154,6 @@ def benchmark_names() -> list[str]:
 
 def _download(name: str, url: str) -> Path:
     """The file at `url`, fetched once into the evoalign cache (a DataError naming the benchmark if unreachable)."""
-    from evoalign.models.bundled import cache_dir
-
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     target = cache_dir() / "benchmarks" / f"{name}-{digest}{Path(url).suffix}"
     if target.exists():

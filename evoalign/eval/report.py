@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.errors import DataError
-from evoalign.eval.registry import BENIGN, HARMFUL
 from evoalign.io import atomic_write_text, read_text_strict
+from evoalign.labels import BENIGN, HARMFUL
 
 REPORT_FORMAT = "evoalign.eval/1"
 REPORT_NAME, MARKDOWN_NAME, PLOT_NAME = "report.json", "report.md", "tradeoff.png"

@@ -21,11 +21,12 @@ from typing import Any
 from evoalign.config import config_to_dict
 from evoalign.errors import ConfigError
 from evoalign.eval.metrics import benchmark_metrics, mean_logprob, pooled
-from evoalign.eval.registry import BENIGN, HARMFUL, BenchmarkData, load_suite
+from evoalign.eval.registry import BenchmarkData, load_suite
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.io import atomic_write_json
 from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
+from evoalign.labels import BENIGN, HARMFUL
 from evoalign.models import ChatModel, SamplingParams, call_stats, check_context, check_model, load_model, parse_spec
 from evoalign.models.base import Message, Sample
 from evoalign.prompts import CONDITIONS, condition_prefix, with_condition

@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = merge(
             run_dir,
             shards,
-            method=config.dedup,
+            dedup=config.dedup,
             threshold=config.dedup_threshold,
             n=config.dedup_ngram,
             seconds=time.perf_counter() - started,

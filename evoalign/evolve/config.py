@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoalign.errors import ConfigError
-from evoalign.evolve.dedup import METHODS as DEDUP_METHODS
 from evoalign.evolve.fitness import FORMS
 from evoalign.evolve.operators import RECOMBINATIONS
 from evoalign.evolve.selection import MODES
@@ -78,7 +77,7 @@ class EvolveConfig:
     tau_decay: float = _help("annealing temperature decrease per iteration", 0.005)
     tau_min: float = _help("lowest annealing temperature", 0.05)
     # output
-    dedup: str = _help("near-duplicate removal over the output: minhash, ngram or none", "minhash")
+    dedup: bool = _help("remove near-duplicates from the output, keeping the best-fitness row of each group", True)
     dedup_threshold: float = _help("word n-gram Jaccard similarity at which two instructions are duplicates", 0.7)
     dedup_ngram: int = _help("n of the word n-grams compared by dedup", 3)
     fresh_samples: int = _help("fresh target samples per instruction for the seeds-vs-evolved refusal report", 10)
@@ -101,7 +100,6 @@ class EvolveConfig:
         choices = {
             "fitness": FORMS,
             "selection": MODES,
-            "dedup": DEDUP_METHODS,
             "recombination": ("auto", *RECOMBINATIONS),
             "verifier_voting": ("unanimous", "majority"),
             "verifier_strictness": ("strict", "lenient"),

@@ -28,6 +28,7 @@ from typing import Any
 from evoalign.errors import ModelError
 from evoalign.judges.base import RefusalJudge, is_refusing
 from evoalign.models.base import ChatModel, Message, Sample, SamplingParams
+from evoalign.records import Response, TargetResult
 
 FORMS = {"paper": 0.03, "reference": 0.1}
 REFERENCE_NON_REFUSAL = 0.1
@@ -79,14 +80,8 @@ def summarize_target(name: str, responses: list[dict[str, Any]], fitness: float 
     judged = [r for r in responses if r["label"] != "unknown"]
     refusal_rate = _mean([float(is_refusing(r["label"])) for r in judged])
     logprobs = [_mean_logprob(r) for r in responses if r["logprob_sum"] is not None and r["num_tokens"]]
-    return {
-        "model": name,
-        "fitness": fitness,
-        "refusal_rate": refusal_rate,
-        "mean_logprob": _mean(logprobs),
-        "unknown": len(responses) - len(judged),
-        "responses": responses,
-    }
+    record = TargetResult(name, fitness, refusal_rate, _mean(logprobs), len(responses) - len(judged))
+    return {**record.to_json(with_responses=False), "responses": responses}
 
 
 class FitnessEvaluator:
@@ -160,11 +155,12 @@ class FitnessEvaluator:
 
 
 def _response(sample: Sample, verdict: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "text": sample.text,
-        "label": verdict["label"],
-        "p_refusal": verdict.get("p_refusal"),
-        "logprob_sum": sample.logprob_sum,
-        "num_tokens": sample.num_tokens,
-        "finish_reason": sample.finish_reason,
-    }
+    response = Response(
+        sample.text,
+        verdict["label"],
+        verdict.get("p_refusal"),
+        sample.logprob_sum,
+        sample.num_tokens,
+        sample.finish_reason,
+    )
+    return response.to_json()

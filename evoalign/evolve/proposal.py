@@ -21,8 +21,3 @@ class Proposal:
     @classmethod
     def failed(cls, kind: str) -> Proposal:
         return cls(None, "", kind)
-
-
-def normalize(text: str) -> str:
-    """Case- and whitespace-insensitive form used to spot unchanged and duplicate instructions."""
-    return " ".join(text.lower().split())

@@ -19,41 +19,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evoalign.evolve.dedup import deduplicate
 from evoalign.evolve.fitness import FitnessEvaluator
 from evoalign.evolve.search import SeedState
 from evoalign.io import atomic_write_json, atomic_write_jsonl, read_jsonl, read_text_strict
+from evoalign.records import EvolvedRow, TargetResult
+from evoalign.text import deduplicate
 
 ROWS, SHARD = "rows.jsonl", "shard.json"
 
 
-def _brief(targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in record.items() if k != "responses"} for record in targets]
-
-
-def output_row(seed: SeedState, fresh: list[dict[str, Any]]) -> dict[str, Any]:
+def output_row(seed: SeedState, fresh: list[dict[str, Any]]) -> EvolvedRow:
     """The output record of one evolved seed."""
     verification = seed.verification or seed.seed_verification
     evaluation = seed.evaluation or {"fitness": None, "targets": []}
     seed_evaluation = seed.seed_evaluation or {"fitness": None, "targets": []}
-    return {
-        "seed_index": seed.index,
-        "seed": seed.seed,
-        "instruction": seed.instruction,
-        "changed": seed.instruction != seed.seed,
-        "strategy": seed.operator,
-        "family": seed.family,
-        "reason": seed.reason,
-        "verdict": verification["verdict"],
-        "verifier_rationale": verification.get("rationale"),
-        "fitness": evaluation["fitness"],
-        "seed_fitness": seed_evaluation["fitness"],
-        "targets": evaluation["targets"],
-        "seed_targets": _brief(seed_evaluation["targets"]),
-        "fresh": fresh,
-        "lineage": seed.lineage,
-        "source": seed.source,
-    }
+    where = f"seed {seed.index}"
+    return EvolvedRow(
+        seed_index=seed.index,
+        seed=seed.seed,
+        instruction=seed.instruction,
+        changed=seed.instruction != seed.seed,
+        strategy=seed.operator,
+        family=seed.family,
+        reason=seed.reason,
+        verdict=verification["verdict"],
+        verifier_rationale=verification.get("rationale"),
+        fitness=evaluation["fitness"],
+        seed_fitness=seed_evaluation["fitness"],
+        targets=[TargetResult.from_json(record, where) for record in evaluation["targets"]],
+        seed_targets=[TargetResult.from_json(record, where) for record in seed_evaluation["targets"]],
+        fresh=fresh,
+        lineage=seed.lineage,
+        source=seed.source,
+    )
 
 
 def rejected_row(seed: SeedState) -> dict[str, Any]:
@@ -88,7 +86,7 @@ def write_shard(
 ) -> None:
     """This process's rows and counters (`calls`: its model calls by role), for the main process to merge."""
     active = [seed for seed in seeds if seed.active]
-    atomic_write_jsonl(state_dir / ROWS, [output_row(seed, fresh[seed.index]) for seed in active])
+    atomic_write_jsonl(state_dir / ROWS, [output_row(seed, fresh[seed.index]).to_json() for seed in active])
     atomic_write_json(
         state_dir / SHARD,
         {"history": history, "rejected": [rejected_row(s) for s in seeds if not s.active], "model_calls": calls},
@@ -96,14 +94,16 @@ def write_shard(
 
 
 def merge(
-    run_dir: Path, state_dirs: Sequence[Path], *, method: str, threshold: float, n: int, seconds: float
+    run_dir: Path, state_dirs: Sequence[Path], *, dedup: bool, threshold: float, n: int, seconds: float
 ) -> dict[str, Any]:
     """Merge all shards, remove near-duplicates, write the output files; returns the summary."""
     rows = sorted((row for d in state_dirs for row in read_jsonl(d / ROWS)), key=lambda r: r["seed_index"])
     shards = [json.loads(read_text_strict(d / SHARD)) for d in state_dirs]
-    kept, dropped = deduplicate(
-        [r["instruction"] for r in rows], [r["fitness"] for r in rows], method=method, threshold=threshold, n=n
-    )
+    kept, dropped = list(range(len(rows))), {}
+    if dedup:
+        kept, dropped = deduplicate(
+            [r["instruction"] for r in rows], [r["fitness"] for r in rows], threshold=threshold, n=n
+        )
     evolved = [rows[i] for i in kept]
     duplicates = [dict(rows[i], duplicate_of=rows[j]["seed_index"]) for i, j in sorted(dropped.items())]
     rejected = sorted((r for shard in shards for r in shard["rejected"]), key=lambda r: r["seed_index"])

@@ -19,8 +19,9 @@ import random
 import re
 from difflib import SequenceMatcher
 
-from evoalign.evolve.proposal import Proposal, normalize
+from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.strategies import Strategy
+from evoalign.text import normalize
 
 _PLACEHOLDER = re.compile(r"\{(?:instruction|lower)\}")
 MIN_SHARED_WORDS = 3

@@ -35,10 +35,11 @@ from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist
 from evoalign.evolve.fitness import FitnessEvaluator
 from evoalign.evolve.operators import MutationRequest, Operators
-from evoalign.evolve.proposal import Proposal, normalize
+from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import Strategy
 from evoalign.progress import progress_bar
+from evoalign.text import normalize
 
 
 class Verifier(Protocol):

@@ -22,12 +22,11 @@ from typing import Any
 
 from evoalign.errors import ConfigError, DataError
 from evoalign.judges.parsing import LabelParser
+from evoalign.labels import BENIGN, CONTROVERSIAL, HARMFUL, UNKNOWN, VERDICTS
 from evoalign.models.base import ChatModel, Conversation, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-BENIGN, CONTROVERSIAL, HARMFUL, UNKNOWN = "benign", "controversial", "harmful", "unknown"
-VERDICTS = (BENIGN, CONTROVERSIAL, HARMFUL, UNKNOWN)
 SEVERITY = {verdict: rank for rank, verdict in enumerate(VERDICTS)}
 ACCEPTED = {"strict": frozenset({BENIGN}), "lenient": frozenset({BENIGN, CONTROVERSIAL})}
 VOTING = ("unanimous", "majority")

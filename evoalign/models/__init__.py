@@ -22,6 +22,7 @@ from typing import Any
 
 from evoalign.errors import DataError, ModelError
 from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score, as_conversation
+from evoalign.paths import is_local_path
 
 __all__ = [
     "ChatModel",
@@ -106,9 +107,7 @@ def check_model(spec: str | Mapping[str, Any]) -> None:
     missing, or an API model's key variable is unset or its server out of reach."""
     backend, target, options = parse_spec(spec)
     if backend == "hf":
-        from evoalign.models.hf import _looks_local
-
-        if _looks_local(target) and not Path(target).expanduser().exists():
+        if is_local_path(target) and not Path(target).expanduser().exists():
             raise ModelError(f"model path not found: {target}")
         if options.get("adapter") and not Path(options["adapter"]).expanduser().exists():
             raise ModelError(f"adapter path not found: {options['adapter']}")

@@ -19,14 +19,10 @@ from pathlib import Path
 
 from evoalign.errors import ModelError
 from evoalign.hub import hub_reachable
+from evoalign.paths import cache_dir
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Where evoalign keeps converted models and shared caches."""
-    return Path(os.environ.get("EVOALIGN_CACHE", Path.home() / ".cache" / "evoalign")).expanduser()
 
 
 def _hub_copy() -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 from evoalign.errors import ModelError
 from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
 from evoalign.models.sampling import RecordingSampler, row_seed
+from evoalign.paths import is_local_path
 from evoalign.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -32,11 +33,6 @@ def auto_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[Any, A
         else:
             dtype = "float32"
     return torch.device(device), getattr(torch, dtype)
-
-
-def _looks_local(path: str) -> bool:
-    """Hub ids look like `org/name`; anything absolute, relative-dotted or home-based is a local path."""
-    return path.startswith((".", "/", "~")) or Path(path).exists()
 
 
 def _split_gguf(path: str, gguf_file: str | None) -> tuple[str, str | None]:
@@ -103,7 +99,7 @@ class HFChatModel(ChatModel):
     def _load(self, device: str, dtype: str, trust_remote_code: bool) -> None:
         from transformers import AutoModelForCausalLM
 
-        if _looks_local(self.path) and not Path(self.path).expanduser().exists():
+        if is_local_path(self.path) and not Path(self.path).expanduser().exists():
             raise ModelError(f"model path not found: {self.path}")
         self.device, torch_dtype = auto_device_dtype(device, dtype)
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from evoalign.io import atomic_write_json
 from evoalign.secrets import is_secret_key, scrub_secrets
 
-_PACKAGES = ("evoalign", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes")
 TRAINING_ARGS_FILE = "training_args.bin"
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that shape a training run."""
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def scrubbed_arguments(args: TrainingArguments) -> TrainingArguments:

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from evoalign.io import atomic_write_text
+from evoalign.runinfo import package_versions
 from evoalign.secrets import scrub_secrets
-from evoalign.train.callbacks import package_versions
 
 _TASK_TITLES = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)"}
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoalign.errors import ConfigError, EvoalignError
-from evoalign.train.callbacks import RunConfigCallback, package_versions, save_scrubbed_arguments
+from evoalign.runinfo import package_versions
+from evoalign.train.callbacks import RunConfigCallback, save_scrubbed_arguments
 from evoalign.train.data import DPO_COLUMNS, SFT_COLUMNS, load_splits
 from evoalign.train.model_card import write_model_card
 from evoalign.train.models import resolve_model_path
