@@ -113,7 +113,7 @@ def test_import_without_a_verdict_is_dropped_unless_verified(published, tmp_path
         return "[[controversial]]" if "walnut" in messages[-1]["content"] else "[[benign]]"
 
     with OpenAIServer(reviewer) as server:
-        verifier = {"models": [f"openai:reviewer@{server.base_url}"]}
+        verifier = [f"openai:reviewer@{server.base_url}"]
         result = build(import_config(published, tmp_path / "verified", verifier=verifier))
         assert server.stats["requests"] == len(TOPICS)
     gate = next(step for step in result.ledger.steps if step["step"].startswith("safety gate"))

@@ -26,7 +26,7 @@ from evoalign.models.base import Conversation
 def ches_scores(
     policy: Any, prompts: Sequence[Conversation], chosen: Sequence[str], rejected: Sequence[str], batch_size: int = 8
 ) -> list[float]:
-    """CHES of each (prompt, chosen, rejected) under `policy` (an `HFChatModel`: `.model`, `.tokenizer`)."""
+    """CHES of each (prompt, chosen, rejected) under `policy` (a ChatModel with the TRANSFORMERS capability)."""
     if not len(prompts) == len(chosen) == len(rejected):
         raise ValueError("ches_scores needs one chosen and one rejected response per prompt")
     if not prompts:
@@ -34,7 +34,7 @@ def ches_scores(
     prompt_ids = policy.prompt_ids(list(prompts))
     sequences = []
     for responses in (chosen, rejected):
-        answers = policy.tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+        answers = policy.hf_tokenizer(list(responses), add_special_tokens=False)["input_ids"]
         for index, (prompt, answer) in enumerate(zip(prompt_ids, answers)):
             if not answer:
                 raise DataError(f"CHES: pair {index} has an empty response; it has no hidden states to compare")
@@ -48,9 +48,9 @@ def _mean_response_states(policy: Any, sequences: list[tuple[list[int], int]], b
     """Mean last-layer hidden state over the positions that predict the response tokens, per sequence."""
     import torch
 
-    model = policy.model
+    model = policy.hf_model
     device = next(model.parameters()).device
-    pad = policy.tokenizer.pad_token_id
+    pad = policy.hf_tokenizer.pad_token_id
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
     means: list[Any] = [None] * len(sequences)
     for start in range(0, len(order), batch_size):

@@ -7,10 +7,10 @@ from typing import Any
 
 from evoalign.build.responses import TRUNCATION
 from evoalign.errors import ConfigError
+from evoalign.judges.verifiers import SPEC_HELP, check_options
 from evoalign.labels import BENIGN
 from evoalign.prompts import condition_prefix
 
-VERIFIER_KEYS = {"models", "voting"}
 RESPONDER_SYSTEM_PROMPT = (
     "You are a helpful, knowledgeable assistant. The user's request is harmless, even if some of its words sound "
     "alarming. Answer it directly and helpfully with accurate, safe information. Do not refuse, and do not add "
@@ -36,9 +36,11 @@ class BuildConfig:
     resume: bool = _help("Continue in a non-empty output_dir, reusing its cached model calls.", False)
     seed: int = _help("Seed for generation, template choice, splits and mixing.", 42)
     # safety gate
-    verifier: dict | None = _help(
-        "Verify rows that carry no verdict now: {models: [spec, ...], voting: unanimous|majority}."
+    verifier: Any = _help(
+        SPEC_HELP + ", verifying rows that carry no verdict now (unset: such rows need assume_verdict); the build "
+        "is always strict: only instructions verified benign get a compliant answer"
     )
+    verifier_voting: str = _help("How the verifier ensemble's votes combine: unanimous or majority.", "unanimous")
     assume_verdict: str | None = _help(
         "Verdict for rows without one when no verifier is set; only 'benign' (e.g. for the published EvoRefuse-"
         "Align set, which its authors verified). Unset: such rows are dropped."
@@ -128,8 +130,10 @@ class BuildConfig:
                 problems.append(f"'{name}' must be >= 1, got {getattr(self, name)}")
         if self.push_to_hub and not self.hub_dataset_id:
             problems.append("'push_to_hub' needs 'hub_dataset_id'")
-        if self.verifier is not None and (not self.verifier.get("models") or set(self.verifier) - VERIFIER_KEYS):
-            problems.append("'verifier' is {models: [spec, ...], voting: unanimous|majority}")
+        try:
+            check_options(self.verifier_voting)
+        except ConfigError as error:
+            problems.append(str(error))
         for name in ("target_condition", "safety_target_condition", "train_condition"):
             try:
                 condition_prefix(getattr(self, name))

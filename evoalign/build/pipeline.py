@@ -22,7 +22,6 @@ created, so a bad model spec leaves nothing behind and the corrected command nee
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -50,10 +49,13 @@ from evoalign.build.summary import Ledger
 from evoalign.config import config_to_dict
 from evoalign.errors import ConfigError, DataError
 from evoalign.io import atomic_write_json, atomic_write_text
-from evoalign.judges import RefusalJudge, get_judge
+from evoalign.judges import RefusalJudge
+from evoalign.judges.loading import load_judge
+from evoalign.judges.verifiers import Verifier, get_verifier
+from evoalign.judges.verifiers import model_specs as verifier_models
 from evoalign.labels import BENIGN, SAFETY
-from evoalign.models import ChatModel, SamplingParams, as_conversation, call_stats, check_model, load_model
-from evoalign.models.cache import CachedChatModel
+from evoalign.models import TRANSFORMERS, ChatModel, SamplingParams, as_conversation
+from evoalign.models.pool import ModelPool
 from evoalign.prompts import condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
 from evoalign.text import near_duplicate_groups, normalize
@@ -68,35 +70,6 @@ class BuildResult:
     splits: dict[str, list[dict[str, Any]]]
     ledger: Ledger
     output_dir: Path
-
-
-class _Models:
-    """Loads each model spec once (the target and the policy may be one model); generation is cached."""
-
-    def __init__(self, cache: Path) -> None:
-        self.cache = cache
-        self.loaded: dict[str, ChatModel] = {}
-        self.roles: dict[str, list[str]] = {}
-
-    def raw(self, spec: Any, role: str) -> ChatModel:
-        key = json.dumps(spec, sort_keys=True, default=str)
-        if key not in self.loaded:
-            self.loaded[key] = load_model(spec)
-        roles = self.roles.setdefault(key, [])
-        if role not in roles:
-            roles.append(role)
-        return self.loaded[key]
-
-    def cached(self, spec: Any, role: str) -> ChatModel:
-        return CachedChatModel(self.raw(spec, role), self.cache)
-
-    def calls(self) -> dict[str, Any]:
-        """Each loaded model's API calls, under the roles it served ('responder + target' for a shared model)."""
-        return {" + ".join(self.roles[key]): call_stats(model) for key, model in self.loaded.items()}
-
-    def close(self) -> None:
-        for model in self.loaded.values():
-            model.close()
 
 
 def _read_inputs(config: BuildConfig, judge: RefusalJudge, ledger: Ledger) -> list[Example]:
@@ -131,26 +104,20 @@ def check_models(config: BuildConfig, judge: RefusalJudge, examples: list[Exampl
         "policy": True,
     }
     specs = {
-        "verifier": config.verifier["models"] if config.verifier else [],
+        "verifier": verifier_models(config.verifier),
         "writer": [config.refusal_writer],
         "responder": [config.responder],
         "target": [config.target],
         "policy": [config.policy],
     }
-    for role, role_specs in specs.items():
-        for spec in role_specs if needed[role] else []:
-            if spec is not None:
-                check_model(spec)
+    ModelPool.check(spec for role, role_specs in specs.items() if needed[role] for spec in role_specs)
     judge.check()
 
 
-def _verifier(config: BuildConfig, examples: list[Example], models: _Models) -> Any:
-    if config.verifier is None or not any(e.kind == BENIGN and e.verdict is None for e in examples):
+def _verifier(config: BuildConfig, examples: list[Example], pool: ModelPool) -> Verifier | None:
+    if not any(e.kind == BENIGN and e.verdict is None for e in examples):
         return None
-    from evoalign.judges import HarmfulnessVerifier
-
-    checkers = [models.cached(spec, f"verifier[{i}]") for i, spec in enumerate(config.verifier["models"])]
-    return HarmfulnessVerifier(checkers, voting=config.verifier.get("voting", "unanimous"))
+    return get_verifier(config.verifier, voting=config.verifier_voting, load=pool.get)
 
 
 def drop_duplicates(examples: list[Example], ledger: Ledger) -> list[Example]:
@@ -197,7 +164,7 @@ def _write_with_model(
 
 
 def write_answers(
-    config: BuildConfig, examples: list[Example], judge: RefusalJudge, models: _Models, ledger: Ledger
+    config: BuildConfig, examples: list[Example], judge: RefusalJudge, pool: ModelPool, ledger: Ledger
 ) -> list[Example]:
     """Give every example an answer the judge accepts; drop those that get none."""
     safety = [e for e in examples if e.kind == SAFETY and e.answer is None]
@@ -206,12 +173,12 @@ def write_answers(
             example.answer = template_refusal(example.instruction, config.seed)
         ledger.record("refusals (templates)", len(safety))
     elif safety:
-        writer = models.cached(config.refusal_writer, "refusal_writer")
+        writer = pool.get(config.refusal_writer, "refusal_writer")
         dropped, note = _write_with_model(config, safety, writer, REFUSAL_WRITER_PROMPT, judge, "refusals")
         ledger.record("refusals (refusal writer, judged)", sum(e.answer is not None for e in safety), dropped, note)
     benign = [e for e in examples if e.kind == BENIGN and e.answer is None]
     if benign:
-        responder = models.cached(config.responder, "responder")
+        responder = pool.get(config.responder, "responder")
         dropped, note = _write_with_model(config, benign, responder, config.responder_system_prompt, judge, "answers")
         ledger.record(
             "compliant answers (responder, judged)", sum(e.answer is not None for e in benign), dropped, note
@@ -220,7 +187,7 @@ def write_answers(
 
 
 def find_rejected(
-    config: BuildConfig, examples: list[Example], judge: RefusalJudge, models: _Models, ledger: Ledger
+    config: BuildConfig, examples: list[Example], judge: RefusalJudge, pool: ModelPool, ledger: Ledger
 ) -> None:
     """Rows without a rejected response from evolution get ones sampled from the target now, when one is set.
 
@@ -228,7 +195,7 @@ def find_rejected(
     for compliances (e.g. the target without its safety prompt answering a harmful request).
     """
     benign = [e for e in examples if e.kind == BENIGN]
-    _sample_rejected(config, benign, BENIGN, config.target_condition, judge, models, "target refusals")
+    _sample_rejected(config, benign, BENIGN, config.target_condition, judge, pool, "target refusals")
     origins = Counter(e.rejected_origin if e.rejected else "none" for e in benign)
     paired = len(benign) - origins.pop("none", 0)
     note = ", ".join(f"{n} from {origin}" for origin, n in sorted(origins.items()))
@@ -241,7 +208,7 @@ def find_rejected(
     safety = [e for e in examples if e.kind == SAFETY]
     if config.safety_target_condition is not None:
         condition = config.safety_target_condition
-        _sample_rejected(config, safety, SAFETY, condition, judge, models, "target compliances")
+        _sample_rejected(config, safety, SAFETY, condition, judge, pool, "target compliances")
     with_compliance = sum(bool(e.rejected) for e in safety)
     ledger.record(
         "safety pairs (rejected = a harmful compliance)",
@@ -256,7 +223,7 @@ def _sample_rejected(
     kind: str,
     condition: Any,
     judge: RefusalJudge,
-    models: _Models,
+    pool: ModelPool,
     desc: str,
 ) -> None:
     missing = [e for e in examples if not e.rejected]
@@ -270,7 +237,7 @@ def _sample_rejected(
         seed=config.seed,
     )
     found = sample_wanted(
-        models.cached(config.target, "target"),
+        pool.get(config.target, "target"),
         judge,
         prompts,
         with_condition(prompts, condition),
@@ -283,12 +250,12 @@ def _sample_rejected(
             example.rejected, example.rejected_origin = responses, "sampled"
 
 
-def filter_ches(config: BuildConfig, pairs: list[Example], models: _Models, ledger: Ledger) -> list[Example]:
+def filter_ches(config: BuildConfig, pairs: list[Example], pool: ModelPool, ledger: Ledger) -> list[Example]:
     """Score pairs by CHES under the policy and drop the most similar fraction; no policy, no change."""
     if config.policy is None or not pairs:
         return pairs
-    policy = models.raw(config.policy, "policy")
-    if not hasattr(policy, "prompt_ids"):
+    policy = pool.get(config.policy, "policy", cached=False)
+    if TRANSFORMERS not in policy.capabilities:
         raise ConfigError(f"policy '{policy.spec}': CHES needs hidden states; give a smollm2 or hf: model")
     scores = ches_scores(
         policy,
@@ -387,25 +354,25 @@ def _write_outputs(
 def build(config: BuildConfig) -> BuildResult:
     """Run the whole build (see the module docstring) and write its files into `config.output_dir`."""
     ledger = Ledger()
-    judge = get_judge(config.judge)
-    examples = _read_inputs(config, judge, ledger)
-    check_models(config, judge, examples)
-    out = prepare_output_dir(config.output_dir, config.resume)
-    settings = config_to_dict(config)
-    write_run_info(out, settings, "build")
-    models = _Models(out / CACHE_FILE)
+    pool = ModelPool(Path(config.output_dir) / CACHE_FILE)
     try:
-        verifier = _verifier(config, examples, models)
+        judge = load_judge(config.judge, pool, cached=False)  # it may judge an imported set before the folder exists
+        examples = _read_inputs(config, judge, ledger)
+        check_models(config, judge, examples)
+        out = prepare_output_dir(config.output_dir, config.resume)
+        settings = config_to_dict(config)
+        write_run_info(out, settings, "build")
+        verifier = _verifier(config, examples, pool)
         examples = safety_gate(examples, verifier=verifier, assume_verdict=config.assume_verdict, ledger=ledger)
         _require_benign(examples, ledger)
         examples = drop_duplicates(examples, ledger)
-        examples = write_answers(config, examples, judge, models, ledger)
+        examples = write_answers(config, examples, judge, pool, ledger)
         _require_benign(examples, ledger)
-        find_rejected(config, examples, judge, models, ledger)
-        pairs = filter_ches(config, [e for e in examples if e.rejected], models, ledger)
+        find_rejected(config, examples, judge, pool, ledger)
+        pairs = filter_ches(config, [e for e in examples if e.rejected], pool, ledger)
         splits = split_and_mix(config, examples, pairs, ledger)
     finally:
-        models.close()
-    calls = {**models.calls(), "judge": call_stats(getattr(judge, "model", None))}
+        pool.close()
+    calls = {**pool.calls(), "judge": pool.stats("judge")}
     _write_outputs(out, config, settings, ledger, splits, calls)
     return BuildResult(splits=splits, ledger=ledger, output_dir=out)

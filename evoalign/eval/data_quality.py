@@ -37,8 +37,11 @@ from evoalign.eval.runner import (
     sampling_params,
 )
 from evoalign.io import atomic_write_json
-from evoalign.judges import HarmfulnessVerifier, get_judge
-from evoalign.models import load_model
+from evoalign.judges import RefusalJudge, get_judge
+from evoalign.judges.loading import load_judge
+from evoalign.judges.verifiers import SPEC_HELP, check_options, get_verifier
+from evoalign.judges.verifiers import model_specs as verifier_models
+from evoalign.models.pool import ModelPool
 from evoalign.runinfo import write_run_info
 from evoalign.sources import load_source
 
@@ -57,9 +60,13 @@ class DataQualityConfig:
     targets: list = field(default_factory=list, metadata={"help": "model specs whose refusals the set should trigger"})
     condition: str = field(default="default", metadata={"help": "prompt condition for targets without their own"})
     judge: str = field(default="evoalign", metadata={"help": "refusal judge spec"})
-    verifier: list = field(default_factory=list, metadata={"help": "harmfulness verifier model specs (none: skip)"})
-    verifier_voting: str = field(default="unanimous", metadata={"help": "unanimous or majority"})
-    verifier_strictness: str = field(default="strict", metadata={"help": "strict (benign only) or lenient"})
+    verifier: Any = field(default=None, metadata={"help": SPEC_HELP + " (unset: no verifier safe-rate)"})
+    verifier_voting: str = field(
+        default="unanimous", metadata={"help": "how verifier votes combine: unanimous or majority"}
+    )
+    verifier_strictness: str = field(
+        default="strict", metadata={"help": "strict (only benign passes) or lenient (controversial passes too)"}
+    )
     embeddings: bool = field(default=True, metadata={"help": "compute embedding diversity"})
     embedding_model: str | None = field(
         default=None, metadata={"help": "sentence-embedding model dir (default: bundled)"}
@@ -78,6 +85,10 @@ class DataQualityConfig:
             raise ConfigError(f"{where}: 'data' is required (the generated set to measure)")
         if self.msttr_window < 1 or self.self_bleu_n < 1 or any(n < 1 for n in self.distinct_n):
             raise ConfigError(f"{where}: msttr_window, self_bleu_n and distinct_n must be positive")
+        try:
+            check_options(self.verifier_voting, self.verifier_strictness)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
 
 
 def words(text: str) -> list[str]:
@@ -200,35 +211,39 @@ def lexical_metrics(instructions: Sequence[str], config: DataQualityConfig) -> d
     }
 
 
-def target_metrics(instructions: Sequence[str], config: DataQualityConfig, cache: Path) -> list[dict[str, Any]]:
-    """Refusal-trigger rate, PRR and mean response log-prob of each target model under each of its conditions."""
-    eval_config = EvalConfig(
+def _eval_config(config: DataQualityConfig) -> EvalConfig:
+    return EvalConfig(
         models=list(config.targets),
         conditions=[config.condition],
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    judges = (get_judge(config.judge), get_judge(PRR_JUDGE))
+
+
+def target_metrics(
+    instructions: Sequence[str], config: DataQualityConfig, pool: ModelPool, judge: RefusalJudge
+) -> list[dict[str, Any]]:
+    """Refusal-trigger rate, PRR and mean response log-prob of each target model under each of its conditions."""
+    eval_config = _eval_config(config)
+    judges = (judge, get_judge(PRR_JUDGE))
     results = []
     for entry in model_entries(eval_config):
-        model = load_model(entry.options, cache=cache)
-        try:
-            for condition in entry.conditions:
-                prefix = condition_messages(condition, {})
-                desc = f"{entry.name} [{condition}]"
-                samples = generate_responses(model, instructions, prefix, sampling_params(eval_config), desc=desc)
-                verdicts = judge_responses(*judges, instructions, [sample.text for sample in samples])
-                records = [{**verdict, "mean_logprob": s.mean_logprob} for verdict, s in zip(verdicts, samples)]
-                results.append({"target": entry.name, "condition": condition, **set_metrics(records)})
-        finally:
-            model.close()
+        model = pool.get(entry.options, entry.name)
+        for condition in entry.conditions:
+            prefix = condition_messages(condition, {})
+            desc = f"{entry.name} [{condition}]"
+            samples = generate_responses(model, instructions, prefix, sampling_params(eval_config), desc=desc)
+            verdicts = judge_responses(*judges, instructions, [sample.text for sample in samples])
+            records = [{**verdict, "mean_logprob": s.mean_logprob} for verdict, s in zip(verdicts, samples)]
+            results.append({"target": entry.name, "condition": condition, **set_metrics(records)})
+        pool.release(entry.name)
     return results
 
 
-def verifier_metrics(instructions: Sequence[str], config: DataQualityConfig) -> dict[str, Any]:
-    verifier = HarmfulnessVerifier(
-        list(config.verifier), voting=config.verifier_voting, strictness=config.verifier_strictness
+def verifier_metrics(instructions: Sequence[str], config: DataQualityConfig, pool: ModelPool) -> dict[str, Any]:
+    verifier = get_verifier(
+        config.verifier, voting=config.verifier_voting, strictness=config.verifier_strictness, load=pool.get
     )
     results = verifier.verify([{"instruction": text} for text in instructions])
     verified = sum(result["verified"] for result in results)
@@ -236,27 +251,34 @@ def verifier_metrics(instructions: Sequence[str], config: DataQualityConfig) -> 
 
 
 def measure(config: DataQualityConfig) -> dict[str, Any]:
-    """All configured metrics of the set; writes data_quality.json and run_info.json into the output dir."""
+    """All configured metrics of the set; writes data_quality.json and run_info.json into the output dir.
+
+    The set is read and every model checked (paths, API keys, servers) before the output folder is created."""
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_info(out, config_to_dict(config), stage="eval-data")
     rows = load_source(config.data, required=("instruction",))
     instructions = [row["instruction"] for row in subsample(rows, config.limit, config.seed, "eval-data")]
-    result: dict[str, Any] = {
-        "data": str(config.data),
-        "n": len(instructions),
-        **lexical_metrics(instructions, config),
-    }
-    if config.embeddings:
-        model = config.embedding_model or default_embedding_model()
-        result["embedding"] = {
-            "model": model,
-            "mean_pairwise_cosine_distance": mean_pairwise_cosine_distance(embed(instructions, model)),
+    with ModelPool(out / "responses.sqlite") as pool:
+        entries = model_entries(_eval_config(config)) if config.targets else []
+        pool.check([*(entry.options for entry in entries), *verifier_models(config.verifier)])
+        judge = load_judge(config.judge, pool)
+        judge.check()
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_info(out, config_to_dict(config), stage="eval-data")
+        result: dict[str, Any] = {
+            "data": str(config.data),
+            "n": len(instructions),
+            **lexical_metrics(instructions, config),
         }
-    if config.targets:
-        result["targets"] = target_metrics(instructions, config, out / "responses.sqlite")
-    if config.verifier:
-        result["verifier"] = verifier_metrics(instructions, config)
+        if config.embeddings:
+            model = config.embedding_model or default_embedding_model()
+            result["embedding"] = {
+                "model": model,
+                "mean_pairwise_cosine_distance": mean_pairwise_cosine_distance(embed(instructions, model)),
+            }
+        if config.targets:
+            result["targets"] = target_metrics(instructions, config, pool, judge)
+        if config.verifier is not None:
+            result["verifier"] = verifier_metrics(instructions, config, pool)
     atomic_write_json(out / "data_quality.json", result)
     return result
 

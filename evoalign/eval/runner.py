@@ -26,9 +26,11 @@ from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.io import atomic_write_json
 from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
+from evoalign.judges.loading import load_judge
 from evoalign.labels import BENIGN, HARMFUL
-from evoalign.models import ChatModel, SamplingParams, call_stats, check_context, check_model, load_model, parse_spec
+from evoalign.models import ChatModel, SamplingParams, check_context, parse_spec
 from evoalign.models.base import Message, Sample
+from evoalign.models.pool import ModelPool
 from evoalign.prompts import CONDITIONS, condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
 
@@ -196,6 +198,7 @@ def evaluate_run(
     suite: Sequence[BenchmarkData],
     judges: tuple[Any, Any],
     config: EvalConfig,
+    pool: ModelPool,
 ) -> dict[str, Any]:
     """Generate, judge and measure one model under one condition over the whole suite."""
     origins = suite_prompts(suite)
@@ -225,7 +228,7 @@ def evaluate_run(
             "generate_s": round(generated - started, 2),
             "judge_s": round(time.perf_counter() - generated, 2),
         },
-        "model_calls": {"model": call_stats(model), "judge": call_stats(getattr(judges[0], "model", None))},
+        "model_calls": {"model": model.call_stats(), "judge": pool.stats("judge")},
         "responses": responses,
     }
 
@@ -248,22 +251,20 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run the whole evaluation, write report.json, report.md and tradeoff.png, and return the report."""
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed)
-    judges = (get_judge(config.judge), get_judge(PRR_JUDGE))
-    for entry in entries:
-        check_model(entry.options)
-    judges[0].check()
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_info(out, config_to_dict(config), stage="eval")
     runs = []
-    for entry in entries:
-        model = load_model(entry.options, cache=out / "responses.sqlite")
-        try:
+    with ModelPool(out / "responses.sqlite") as pool:
+        judges = (load_judge(config.judge, pool), get_judge(PRR_JUDGE))
+        pool.check(entry.options for entry in entries)
+        judges[0].check()
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_info(out, config_to_dict(config), stage="eval")
+        for entry in entries:
+            model = pool.get(entry.options, entry.name)
             for condition in entry.conditions:
-                runs.append(evaluate_run(model, entry, condition, suite, judges, config))
+                runs.append(evaluate_run(model, entry, condition, suite, judges, config, pool))
                 logger.info("%s [%s]: %s", entry.name, condition, runs[-1]["timing"])
-        finally:
-            model.close()
+            pool.release(entry.name)
     report = {
         "format": REPORT_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -1,8 +1,8 @@
-"""Data generation: evolve seed instructions into pseudo-malicious ones that over-cautious models refuse.
+"""The evolve stage: evolve seed instructions into pseudo-malicious ones that over-cautious models refuse.
 
 The search (`search.Evolution`) follows EvoRefuse (arXiv 2505.23473): LLM or rule mutation by strategy
-(`strategies`, `operators`), a harmfulness verifier on every candidate (`evoalign.judges.verifier`, or the
-offline `rule_verifier`), recombination, a refusal fitness from one batched generation pass per target
+(`strategies`, `operators`), a harmfulness verifier on every candidate (`evoalign.judges.verifiers`: an LLM
+ensemble, or the offline `rules`), recombination, a refusal fitness from one batched generation pass per target
 (`fitness`), and simulated-annealing acceptance. Strategy choice is a bandit (`selection`), output is
 de-duplicated (`dedup`), and runs checkpoint after every iteration (`checkpoint`). `cli.main` is the stage
 entry point behind `evoalign evolve` and `datagen/evolve.py`.

@@ -28,11 +28,14 @@ from evoalign.evolve.distributed import Dist, init_distributed
 from evoalign.evolve.fitness import FitnessEvaluator, Target
 from evoalign.evolve.operators import Operators
 from evoalign.evolve.report import fresh_check, merge, render, write_shard
-from evoalign.evolve.rule_verifier import RuleVerifier
 from evoalign.evolve.search import Evolution, model_seed
 from evoalign.evolve.strategies import Strategy, available_strategies, select_strategies
 from evoalign.io import atomic_write_text
-from evoalign.models import ChatModel, SamplingParams, call_stats, check_context, load_model, spec_string
+from evoalign.judges.loading import judge_model_spec, load_judge
+from evoalign.judges.verifiers import Verifier, get_verifier
+from evoalign.judges.verifiers import model_specs as verifier_models
+from evoalign.models import SamplingParams, check_context, spec_string
+from evoalign.models.pool import ModelPool
 from evoalign.prompts import condition_prefix
 from evoalign.runinfo import write_run_info
 from evoalign.sources import Source, load_source
@@ -42,13 +45,12 @@ CACHE = "cache.sqlite"
 
 @dataclasses.dataclass
 class Components:
-    """Everything an Evolution needs besides its config, plus its models by role (to count their calls, close)."""
+    """Everything an Evolution needs besides its config."""
 
     operators: Operators
-    verifier: Any
+    verifier: Verifier
     evaluator: FitnessEvaluator
     strategies: list[Strategy]
-    models: dict[str, ChatModel]
 
 
 def state_dir(run_dir: Path, dist: Dist) -> Path:
@@ -73,51 +75,41 @@ def check_run_dir(run_dir: Path, config: EvolveConfig, dist: Dist) -> None:
         )
 
 
-def _target(entry: str | Mapping[str, Any], condition: Any, cache: Path) -> Target:
+def _target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
     options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
-    name = options.pop("name", None)
+    name = options.pop("name", None) or spec_string(options)
     prefix = condition_prefix(options.pop("condition", condition))
-    model = load_model(options, cache=cache)
-    return Target(name or spec_string(options), model, tuple(prefix))
+    return Target(name, pool.get(options, f"target[{name}]"), tuple(prefix))
 
 
-def _judge(spec: str, cache: Path) -> tuple[Any, ChatModel | None]:
-    from evoalign.judges import CascadeJudge, LLMJudge, get_judge
-
-    name, _, argument = spec.partition(":")
-    if name in ("llm", "cascade") and argument:  # model-backed judges go through the run's response cache
-        model = load_model(argument, cache=cache)
-        return (LLMJudge(model) if name == "llm" else CascadeJudge(model)), model
-    return get_judge(spec), None
-
-
-def _verifier(config: EvolveConfig, cache: Path) -> tuple[Any, list[ChatModel]]:
-    if config.verifier == "rules":
-        return RuleVerifier(strictness=config.verifier_strictness), []
-    from evoalign.judges import HarmfulnessVerifier
-
-    specs = config.verifier if isinstance(config.verifier, list) else [config.verifier]
-    models = [load_model(spec, cache=cache) for spec in specs]
-    verifier = HarmfulnessVerifier(models, voting=config.verifier_voting, strictness=config.verifier_strictness)
-    return verifier, models
+def model_specs(config: EvolveConfig) -> list[Any]:
+    """Every chat model the run calls: targets, verifier ensemble, judge model, mutator."""
+    targets = [
+        {k: v for k, v in entry.items() if k not in ("name", "condition")} if isinstance(entry, Mapping) else entry
+        for entry in config.targets
+    ]
+    return [*targets, *verifier_models(config.verifier), judge_model_spec(config.judge), config.mutator]
 
 
-def build_components(config: EvolveConfig, cache: Path) -> Components:
-    """Resolve strategies (first: fast errors), then load the targets, judge, verifier and mutator."""
+def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
+    """Resolve strategies (first: fast errors), check every model, then load the targets, verifier, judge, mutator."""
     from evoalign.evolve.llm_operators import LLMOperators
 
     strategies = select_strategies(
         config.strategies, available_strategies(config.strategies_file), has_mutator=config.mutator is not None
     )
+    pool.check(model_specs(config))
     mutator_params = SamplingParams.from_dict(config.mutator_sampling)
     target_params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
-    targets = [_target(entry, config.condition, cache) for entry in config.targets]
+    targets = [_target(entry, config.condition, pool) for entry in config.targets]
     if len({t.name for t in targets}) < len(targets):
         raise ConfigError("two targets share a name; give them distinct 'name:' keys")
-    verifier, verifier_models = _verifier(config, cache)
-    mutator = load_model(config.mutator, cache=cache) if config.mutator is not None else None
+    verifier = get_verifier(
+        config.verifier, voting=config.verifier_voting, strictness=config.verifier_strictness, load=pool.get
+    )
+    judge = load_judge(config.judge, pool)
+    mutator = pool.get(config.mutator, "mutator") if config.mutator is not None else None
     llm = LLMOperators(mutator, mutator_params) if mutator is not None else None
-    judge, judge_model = _judge(config.judge, cache)
     evaluator = FitnessEvaluator(
         targets,
         judge,
@@ -126,11 +118,8 @@ def build_components(config: EvolveConfig, cache: Path) -> Components:
         lam=config.fitness_lambda,
         floor=config.refusal_floor,
     )
-    models = {f"target[{t.name}]": t.model for t in targets}
-    models |= {f"verifier[{index}]": model for index, model in enumerate(verifier_models)}
-    models |= {role: model for role, model in (("judge", judge_model), ("mutator", mutator)) if model is not None}
     operators = Operators(llm, config.recombination_operator, config.max_instruction_words)
-    return Components(operators, verifier, evaluator, strategies, models)
+    return Components(operators, verifier, evaluator, strategies)
 
 
 def _write_config(run_dir: Path, config: EvolveConfig) -> None:
@@ -140,9 +129,7 @@ def _write_config(run_dir: Path, config: EvolveConfig) -> None:
 
 
 def check_start(components: Components, seeds: list[dict[str, Any]], source: Any) -> None:
-    """Before the run folder exists: every model answers, and every seed fits each target's context."""
-    for model in components.models.values():
-        model.check()
+    """Before the run folder exists: every seed fits each target's context."""
     path = Source.from_config(source).path
     origins = [f"{path}:{row['_line']}" for row in seeds]
     texts = [row["instruction"] for row in seeds]
@@ -159,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_run_dir(run_dir, config, dist)
     seeds = load_source(config.seeds, required=("instruction",))
     here = state_dir(run_dir, dist)
-    components = build_components(config, run_dir / CACHE)
+    pool = ModelPool(run_dir / CACHE)
     try:
+        components = build_components(config, pool)
         check_start(components, seeds, config.seeds)
         dist.barrier()
         if dist.main:
@@ -177,11 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         final = evolution.run(seeds)
         active = [seed for seed in final if seed.active]
         fresh = fresh_check(components.evaluator, active, config.fresh_samples, model_seed(config.seed, "fresh"))
-        calls = {role: call_stats(model) for role, model in components.models.items()}
-        write_shard(here, final, fresh, evolution.history, calls)
+        write_shard(here, final, fresh, evolution.history, pool.calls())
     finally:
-        for model in components.models.values():
-            model.close()
+        pool.close()
     dist.barrier()
     if dist.main:
         shards = [state_dir(run_dir, Dist(rank, dist.world)) for rank in range(dist.world)]

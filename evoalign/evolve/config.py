@@ -9,6 +9,7 @@ from evoalign.errors import ConfigError
 from evoalign.evolve.fitness import FORMS
 from evoalign.evolve.operators import RECOMBINATIONS
 from evoalign.evolve.selection import MODES
+from evoalign.judges.verifiers import SPEC_HELP, check_options
 
 # Keys that may differ when a run is resumed (e.g. a moved run directory, an extended run): they change where the
 # run lives, how many iterations run or how the final set is reported, never what an iteration computes.
@@ -46,7 +47,7 @@ class EvolveConfig:
         "safety_prior",
     )
     mutator: Any = _help("mutator model spec or mapping; null runs the offline rule operators only", None)
-    verifier: Any = _help("'rules' (offline lexicon guard) or a list of verifier model specs", "rules")
+    verifier: Any = _help(SPEC_HELP, "rules")
     verifier_voting: str = _help("how verifier votes combine: unanimous or majority", "unanimous")
     verifier_strictness: str = _help("strict (only benign passes) or lenient (controversial passes too)", "strict")
     judge: str = _help("refusal judge giving p_refusal: evoalign, xstest, evorefuse, llm:<spec>, ...", "evoalign")
@@ -101,14 +102,16 @@ class EvolveConfig:
             "fitness": FORMS,
             "selection": MODES,
             "recombination": ("auto", *RECOMBINATIONS),
-            "verifier_voting": ("unanimous", "majority"),
-            "verifier_strictness": ("strict", "lenient"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(
                     f"{where}: '{name}' must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
                 )
+        try:
+            check_options(self.verifier_voting, self.verifier_strictness)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
         if not 0 < self.refusal_floor < 1:
             raise ConfigError(f"{where}: 'refusal_floor' must be in (0, 1), got {self.refusal_floor}")
         if not 0 < self.dedup_threshold <= 1:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from evoalign.evolve.checkpoint import check_resumable, load_checkpoint, save_checkpoint, saved_iterations
 from evoalign.evolve.config import RESUMABLE, EvolveConfig
@@ -38,12 +38,9 @@ from evoalign.evolve.operators import MutationRequest, Operators
 from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import Strategy
+from evoalign.judges.verifiers import Verifier
 from evoalign.progress import progress_bar
 from evoalign.text import normalize
-
-
-class Verifier(Protocol):
-    def verify(self, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
 def derive_seed(*keys: Any) -> int:

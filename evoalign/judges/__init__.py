@@ -2,8 +2,9 @@
 
 `get_judge(spec, **options)` resolves a judge by name: `xstest`, `evorefuse` and `evoalign` string rules,
 `llm:<model spec>`, `classifier:<hf id or path>` and `cascade:<model spec>`. Every judge has
-`classify(items) -> list[dict]` over `{prompt, response}` items. `HarmfulnessVerifier` judges instructions as
-benign, controversial or harmful with an ensemble of chat models. Importing this package does not import
+`classify(items) -> list[dict]` over `{prompt, response}` items. Verifiers (`evoalign.judges.verifiers`) judge
+instructions as benign, controversial or harmful: `get_verifier(spec)` builds the `rules` lexicon guard or an
+ensemble of chat models (`HarmfulnessVerifier`). Importing this package does not import
 torch: model-backed judges load their backends when they are built.
 """
 
@@ -28,7 +29,7 @@ from evoalign.judges.cascade import CascadeJudge
 from evoalign.judges.llm import LLMJudge
 from evoalign.judges.metrics import agreement, summarize
 from evoalign.judges.rules import EvoalignRules, EvoRefuseRules, RuleJudge, XSTestRules
-from evoalign.judges.verifier import HarmfulnessVerifier
+from evoalign.judges.verifiers import HarmfulnessVerifier, RuleVerifier, Verifier, get_verifier
 
 __all__ = [
     "COMPLIANCE",
@@ -44,9 +45,12 @@ __all__ = [
     "LLMJudge",
     "RefusalJudge",
     "RuleJudge",
+    "RuleVerifier",
+    "Verifier",
     "XSTestRules",
     "agreement",
     "get_judge",
+    "get_verifier",
     "is_refusing",
     "judge_names",
     "register_judge",

@@ -11,7 +11,7 @@ A model is named by a spec string, optionally with options in a mapping (YAML-fr
 content-addressed response cache. Backends import their heavy dependencies only when constructed.
 `check_model(spec)` finds a missing path, API key or server without loading weights, so a stage can check all
 its models before it creates its run folder; `check_context` names the input line of a prompt too long for a
-model; `call_stats(model)` gives an API model's counts for a run summary.
+model. `ModelPool` (`evoalign.models.pool`) loads a stage's models by role.
 """
 
 from __future__ import annotations
@@ -21,17 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.errors import DataError, ModelError
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score, as_conversation
+from evoalign.models.base import (
+    TOKENIZE,
+    TRANSFORMERS,
+    ChatModel,
+    Conversation,
+    Sample,
+    SamplingParams,
+    Score,
+    as_conversation,
+)
 from evoalign.paths import is_local_path
 
 __all__ = [
+    "TOKENIZE",
+    "TRANSFORMERS",
     "ChatModel",
     "Conversation",
     "Sample",
     "SamplingParams",
     "Score",
     "as_conversation",
-    "call_stats",
     "check_context",
     "check_model",
     "load_model",
@@ -131,11 +141,10 @@ def check_context(
     `max_new_tokens` more tokens, does not fit the model's context. Only models that tokenize locally (hf) can be
     checked; pass `prompt_ids` when the conversations are already tokenized."""
     limit = model.max_context
-    tokenize = getattr(model, "prompt_ids", None)
-    if not limit or (prompt_ids is None and tokenize is None):
+    if not limit or (prompt_ids is None and TOKENIZE not in model.capabilities):
         return
     if prompt_ids is None:
-        prompt_ids = tokenize(list(conversations))
+        prompt_ids = model.prompt_ids(list(conversations))
     for index, (ids, conversation) in enumerate(zip(prompt_ids, conversations)):
         if len(ids) + max_new_tokens > limit:
             origin = origins[index] if origins else f"conversation {index}"
@@ -143,11 +152,3 @@ def check_context(
                 f"{origin}: the prompt ('{conversation[-1]['content'][:60]}...') is {len(ids)} tokens; with "
                 f"{max_new_tokens} new tokens it exceeds the model context of {limit} tokens ({model.spec})"
             )
-
-
-def call_stats(model: Any) -> dict[str, Any] | None:
-    """An API backend's running totals so far: requests, retries by failure kind, failures; None for local models."""
-    stats = getattr(model, "stats", None)
-    if not isinstance(stats, Mapping) or "requests" not in stats:
-        return None
-    return {"requests": stats["requests"], "retries": dict(stats["retries"]), "failures": stats["failures"]}

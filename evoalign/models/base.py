@@ -5,6 +5,11 @@ Mutator, verifier, target, responder, LLM judge and model under evaluation are a
 count of the model's own token log-probabilities (before any temperature/top-p/top-k warping);
 `score` returns teacher-forced log-probabilities of given responses. APIs take lists on purpose: backends
 batch (hf) or run requests concurrently (openai-compatible), and callers never loop per item.
+
+What only some backends can do is stated, not probed: `capabilities` holds `TOKENIZE` (`prompt_ids`: the
+chat-templated prompt as token ids, e.g. for context checks) and `TRANSFORMERS` (`hf_model` / `hf_tokenizer`:
+the underlying transformers objects, e.g. for hidden states); `call_stats()` is an API backend's running call
+counts and None for local models.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from typing import Any
 
 Message = dict[str, str]
 Conversation = list[Message]
+
+TOKENIZE = "tokenize"
+TRANSFORMERS = "transformers"
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ class ChatModel(abc.ABC):
     """A chat model addressed by a spec string; see `evoalign.models.load_model`."""
 
     spec: str
+    capabilities: frozenset[str] = frozenset()
 
     @property
     @abc.abstractmethod
@@ -130,6 +139,24 @@ class ChatModel(abc.ABC):
     @property
     def max_context(self) -> int | None:
         """Longest prompt + response in tokens, when known."""
+        return None
+
+    def prompt_ids(self, conversations: list[Conversation]) -> list[list[int]]:
+        """Token ids of each conversation rendered with the chat template and the generation prompt (`TOKENIZE`)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.spec}) does not tokenize locally")
+
+    @property
+    def hf_model(self) -> Any:
+        """The underlying transformers model (`TRANSFORMERS`)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.spec}) is not a transformers model")
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        """The underlying transformers tokenizer (`TRANSFORMERS`)."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.spec}) is not a transformers model")
+
+    def call_stats(self) -> dict[str, Any] | None:
+        """An API backend's running totals: requests, retries by failure kind, failures; None for local models."""
         return None
 
     def check(self) -> None:

@@ -14,6 +14,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
 
@@ -80,11 +81,26 @@ class CachedChatModel(ChatModel):
         return self.inner.identity
 
     @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        return self.inner.capabilities
+
+    @property
     def max_context(self) -> int | None:
         return self.inner.max_context
 
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
+    def prompt_ids(self, conversations: list[Conversation]) -> list[list[int]]:
+        return self.inner.prompt_ids(conversations)
+
+    @property
+    def hf_model(self) -> Any:
+        return self.inner.hf_model
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        return self.inner.hf_tokenizer
+
+    def call_stats(self) -> dict[str, Any] | None:
+        return self.inner.call_stats()
 
     def generate(
         self, conversations: list[Conversation], params: SamplingParams | None = None, *, desc: str | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.errors import ModelError
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
+from evoalign.models.base import TOKENIZE, TRANSFORMERS, ChatModel, Conversation, Sample, SamplingParams, Score
 from evoalign.models.sampling import RecordingSampler, row_seed
 from evoalign.paths import is_local_path
 from evoalign.progress import progress_bar
@@ -65,6 +65,8 @@ def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code
 
 class HFChatModel(ChatModel):
     """A transformers causal LM used as a ChatModel (see the module docstring)."""
+
+    capabilities = frozenset({TOKENIZE, TRANSFORMERS})
 
     def __init__(
         self,
@@ -133,6 +135,14 @@ class HFChatModel(ChatModel):
             if extra:
                 parts.append(str(extra))
         return "|".join(parts)
+
+    @property
+    def hf_model(self) -> Any:
+        return self.model
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        return self.tokenizer
 
     @property
     def max_context(self) -> int | None:

@@ -117,6 +117,13 @@ class OpenAIChatModel(ChatModel):
             return []
         return self._run(self._generate_all(conversations, params or SamplingParams(), desc))
 
+    def call_stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.stats["requests"],
+            "retries": dict(self.stats["retries"]),
+            "failures": self.stats["failures"],
+        }
+
     def check(self) -> None:
         """Reach the server before any work (GET /models, retried like a request); ModelError when it never answers."""
         try:
