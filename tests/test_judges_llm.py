@@ -10,7 +10,8 @@ import pytest
 
 from evoalign.errors import ConfigError, DataError
 from evoalign.judges import CascadeJudge, HarmfulnessVerifier, LLMJudge, get_judge
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams
+from evoalign.models.base import ChatModel, Sample, SamplingParams
+from evoalign.prompts import Conversation
 
 
 class ScriptedModel(ChatModel):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evoalign.errors import DataError
-from evoalign.models.base import Conversation
+from evoalign.prompts import Conversation
 
 
 def ches_scores(

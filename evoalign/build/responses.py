@@ -18,7 +18,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from evoalign.judges import COMPLIANCE, RefusalJudge
-from evoalign.models.base import ChatModel, Conversation, SamplingParams
+from evoalign.models.base import ChatModel, SamplingParams
+from evoalign.prompts import Conversation
 
 EMPTY, TRUNCATED = "empty", "truncated"
 TRUNCATION = ("drop", "trim", "keep")  # what to do with a response cut off at max_new_tokens

@@ -27,7 +27,8 @@ from typing import Any
 
 from evoalign.errors import ModelError
 from evoalign.judges.base import RefusalJudge, is_refusing
-from evoalign.models.base import ChatModel, Message, Sample, SamplingParams
+from evoalign.models.base import ChatModel, Sample, SamplingParams
+from evoalign.prompts import Message
 from evoalign.records import Response, TargetResult
 
 FORMS = {"paper": 0.03, "reference": 0.1}

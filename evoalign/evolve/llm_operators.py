@@ -16,7 +16,8 @@ from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.strategies import Strategy
 from evoalign.judges.base import is_refusing
 from evoalign.judges.rules import EvoalignRules
-from evoalign.models.base import ChatModel, Conversation, SamplingParams
+from evoalign.models.base import ChatModel, SamplingParams
+from evoalign.prompts import Conversation
 from evoalign.text import normalize
 
 MUTATOR_SYSTEM = (

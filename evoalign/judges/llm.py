@@ -17,7 +17,8 @@ from typing import Any
 from evoalign.errors import ConfigError
 from evoalign.judges.base import COMPLIANCE, PARTIAL, REFUSAL, UNKNOWN, JudgeItem, RefusalJudge, is_refusing
 from evoalign.judges.parsing import LabelParser, label_probability
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams
+from evoalign.models.base import ChatModel, Sample, SamplingParams
+from evoalign.prompts import Conversation
 
 logger = logging.getLogger(__name__)
 

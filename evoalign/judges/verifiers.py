@@ -38,7 +38,8 @@ from typing import Any
 from evoalign.errors import ConfigError, DataError
 from evoalign.judges.parsing import LabelParser
 from evoalign.labels import BENIGN, CONTROVERSIAL, HARMFUL, UNKNOWN, VERDICTS
-from evoalign.models.base import ChatModel, Conversation, SamplingParams
+from evoalign.models.base import ChatModel, SamplingParams
+from evoalign.prompts import Conversation
 
 logger = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from evoalign.models.base import (
     TOKENIZE,
     TRANSFORMERS,
     ChatModel,
-    Conversation,
     Sample,
     SamplingParams,
     Score,
     as_conversation,
 )
 from evoalign.paths import is_local_path
+from evoalign.prompts import Conversation
 
 __all__ = [
     "TOKENIZE",

@@ -19,8 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-Message = dict[str, str]
-Conversation = list[Message]
+from evoalign.prompts import Conversation
 
 TOKENIZE = "tokenize"
 TRANSFORMERS = "transformers"

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
+from evoalign.models.base import ChatModel, Sample, SamplingParams, Score
+from evoalign.prompts import Conversation
 
 
 def sample_key(identity: str, conversation: Conversation, params: SamplingParams, index: int) -> str:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.errors import ModelError
-from evoalign.models.base import TOKENIZE, TRANSFORMERS, ChatModel, Conversation, Sample, SamplingParams, Score
+from evoalign.models.base import TOKENIZE, TRANSFORMERS, ChatModel, Sample, SamplingParams, Score
 from evoalign.models.sampling import RecordingSampler, row_seed
 from evoalign.paths import is_local_path
 from evoalign.progress import progress_bar
+from evoalign.prompts import Conversation
 
 logger = logging.getLogger(__name__)
 

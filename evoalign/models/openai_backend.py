@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from evoalign.errors import ModelError
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
+from evoalign.models.base import ChatModel, Sample, SamplingParams, Score
 from evoalign.progress import progress_bar
+from evoalign.prompts import Conversation
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOP_LOGPROBS = 5

@@ -17,7 +17,8 @@ import json
 
 import torch
 
-from evoalign.models.base import Conversation, SamplingParams
+from evoalign.models.base import SamplingParams
+from evoalign.prompts import Conversation
 
 
 def row_seed(seed: int | None, conversation: Conversation, sample_index: int) -> int:
