@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from evoalign.eval.registry import load_benchmark
+from evoalign.benchmarks import load_benchmark
 from evoalign.eval.runner import condition_messages, generate_responses
 from evoalign.models import SamplingParams, load_model
 

@@ -6,7 +6,7 @@ Same as `evoalign build`; see evoalign/build/pipeline.py for the steps and docs/
 import sys
 
 from evoalign.build.cli import main
-from evoalign.cli import run_main
+from evoalign.errors import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

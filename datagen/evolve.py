@@ -8,7 +8,7 @@ See docs/evolve.md for the config keys and output columns; `--help` lists every 
 
 import sys
 
-from evoalign.cli import run_main
+from evoalign.errors import run_main
 from evoalign.evolve.cli import main
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import sys
 
-from evoalign.cli import run_main
+from evoalign.errors import run_main
 from evoalign.eval.cli import main
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """The `evoalign` console entry: `evoalign <command> [args]`.
 
-Each command is a stage's `main(argv)` (or the named function) in the library, imported only when it runs, so `evoalign --help`
-is instant. User errors (`EvoalignError`) become one line on stderr and exit code 2; Ctrl-C exits 130.
+Each command is a `main(argv)` in the library, imported only when it runs, so `evoalign --help` is instant;
+`evoalign <command> --help` lists every key of that command's config. User errors (`EvoalignError`) become one
+line on stderr and exit code 2 (`evoalign.errors.run_main`); Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from evoalign.errors import EvoalignError
+from evoalign.errors import run_main
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("evoalign.quickstart", "run the whole pipeline offline on the bundled SmolLM2"),
@@ -23,19 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "judge": ("evoalign.judges.cli", "label responses as compliance, refusal or partial refusal"),
     "generate": ("evoalign.generate", "batched generation with any model spec"),
 }
-
-
-def run_main(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
-    """Run a stage main; user errors print one line and return 2."""
-    try:
-        result = main(argv)
-    except EvoalignError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
-    return result if isinstance(result, int) else 0
 
 
 def _usage() -> str:

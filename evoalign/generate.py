@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evoalign.config import parse_args
+from evoalign.config import parse_config
 from evoalign.io import atomic_write_jsonl
 from evoalign.models import SamplingParams, load_model
 from evoalign.prompts import with_condition
@@ -50,7 +50,7 @@ class GenerateConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(GenerateConfig, argv)
+    config = parse_config(GenerateConfig, argv, prog="evoalign generate")
     rows = load_source({"path": config.input, "fields": {"prompt": config.prompt_field}}, required=("prompt",))
     output = Path(config.output or Path(config.input).with_suffix("").as_posix() + ".responses.jsonl")
     model = load_model(config.model, cache=output.parent / ".evoalign-cache.sqlite")

@@ -11,54 +11,39 @@
     safe, EvoRefuse-Test) and a held-out harmful set (XSTest unsafe) that no stage trained on;
 (f) write `runs/quickstart/report.md` with the table, the trade-off plot and the acceptance checks.
 
-Each stage writes its YAML config under `runs/quickstart/configs/` and runs through the same `main()` as its
-script, so every number in the report can be reproduced by a command. A rerun skips finished stages and
-resumes an interrupted one from its checkpoint and response cache.
+Each stage starts from its shipped config (datagen/configs, recipes, eval/configs) with only the changes that
+`evoalign/quickstart.yaml` lists for the chosen profile. The merged config is written under
+`runs/quickstart/configs/` and run through the same `main()` as the stage's script, so every number in the report
+can be reproduced by a command. A rerun skips finished stages and resumes an interrupted one from its checkpoint and
+response cache. The benchmark files come from `--benchmark_dir` or `$EVOALIGN_BENCHMARK_DIR` (offline), else from
+their public locations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from evoalign.config import parse_args
-from evoalign.errors import EvoalignError
+from evoalign.config import load_yaml_mapping, parse_config
+from evoalign.errors import ConfigError, EvoalignError
 from evoalign.io import atomic_write_text
+from evoalign.paths import BENCHMARK_DIR_ENV
 
-PROFILES: dict[str, dict[str, int]] = {
-    # seeds, T, L, K, prompts per benchmark, epochs, new tokens (evolve target / responder / eval)
-    "default": {
-        "seeds": 20,
-        "iterations": 3,
-        "population": 3,
-        "samples": 4,
-        "limit": 50,
-        "sft_epochs": 3,
-        "dpo_epochs": 3,
-        "target_tokens": 24,
-        "answer_tokens": 96,
-        "eval_tokens": 48,
-    },
-    "short": {
-        "seeds": 3,
-        "iterations": 1,
-        "population": 2,
-        "samples": 2,
-        "limit": 3,
-        "sft_epochs": 1,
-        "dpo_epochs": 1,
-        "target_tokens": 12,
-        "answer_tokens": 24,
-        "eval_tokens": 12,
-    },
-}
+PLAN = Path(__file__).with_name("quickstart.yaml")
+ROOT = Path(__file__).resolve().parents[1]  # the repository checkout the shipped configs live in
+STAGES = ("evolve", "build", "sft", "dpo", "eval")
+
+
+def _plan() -> dict[str, Any]:
+    return load_yaml_mapping(PLAN)
 
 
 @dataclass
@@ -67,174 +52,61 @@ class QuickstartConfig:
 
     output_dir: str = dataclasses.field(default="runs/quickstart", metadata={"help": "where every stage writes"})
     profile: str = dataclasses.field(
-        default="default", metadata={"help": "default, or short (a minutes-long smoke run)"}
+        default="default", metadata={"help": "a profile of evoalign/quickstart.yaml: default, or short (minutes)"}
     )
     benchmark_dir: str = dataclasses.field(
         default="",
         metadata={
-            "help": "folder holding xstest/ and evorefuse/ (default: $EVOALIGN_BENCHMARK_DIR or ../shared/data)"
+            "help": "folder of the public benchmark files (xstest/, evorefuse/, advbench/); default: "
+            "$EVOALIGN_BENCHMARK_DIR, else their public locations"
         },
     )
-    seeds: str = dataclasses.field(default="", metadata={"help": "seed file (default: the project's starter seeds)"})
+    seeds: str = dataclasses.field(default="", metadata={"help": "seed file (default: the evolve config's seeds)"})
     restart: bool = dataclasses.field(default=False, metadata={"help": "delete earlier quickstart output first"})
 
     def validate(self, where: str) -> None:
-        from evoalign.errors import ConfigError
-
-        if self.profile not in PROFILES:
-            raise ConfigError(f"{where}: profile must be one of {', '.join(PROFILES)}, got '{self.profile}'")
-
-
-def _benchmark_dir(config: QuickstartConfig) -> Path:
-    beside_checkout = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data of the repository
-    candidates = [
-        config.benchmark_dir,
-        os.environ.get("EVOALIGN_BENCHMARK_DIR", ""),
-        "../shared/data",
-        beside_checkout,
-    ]
-    for candidate in filter(None, candidates):
-        if (Path(candidate) / "xstest" / "xstest_prompts.csv").exists():
-            return Path(candidate)
-    raise EvoalignError(
-        "quickstart needs the public XSTest and EvoRefuse-Test files: pass --benchmark_dir DIR (holding "
-        "xstest/xstest_prompts.csv and evorefuse/evo_test.jsonl) or set EVOALIGN_BENCHMARK_DIR"
-    )
+        profiles = _plan()["profiles"]
+        if self.profile not in profiles:
+            raise ConfigError(f"{where}: profile must be one of {', '.join(profiles)}, got '{self.profile}'")
 
 
-def _seed_file(config: QuickstartConfig) -> str:
-    """The user's seed file, or the project's instruction-form offline seeds (which the base model mostly answers,
-    so evolution has refusals to gain; it already refuses about a quarter of the question-form starter seeds)."""
-    return config.seeds or str(Path(__file__).parent / "evolve" / "data" / "seeds" / "offline.jsonl")
+def merge(base: Any, change: Any) -> Any:
+    """`change` applied to `base`: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(change, dict):
+        return {**base, **{key: merge(base.get(key), value) for key, value in change.items()}}
+    return change
 
 
-def stage_configs(config: QuickstartConfig, run: Path, data: Path) -> dict[str, dict[str, Any]]:
-    """The YAML config of every stage, as written to runs/quickstart/configs/."""
-    size = PROFILES[config.profile]
-    adapter_training = {
-        "model_name_or_path": "smollm2",
-        "dtype": "float32",
-        "use_peft": True,
-        "lora_r": 8,
-        "lora_alpha": 16,
-        "lora_dropout": 0.05,
-        "lora_target_modules": "all-linear",
-        "dataset_name": str(run / "data"),
-        "tokenizer_pad_token": "<|endoftext|>",
-        "end_of_turn_token": "<|im_end|>",
-        "bf16": False,
-        "gradient_checkpointing": False,  # TRL defaults to True; memory is no issue here, recomputation is
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.03,
-        "max_length": 448,
-        "logging_steps": 5,
-        "eval_strategy": "no",
-        "save_strategy": "epoch",
-        "save_total_limit": 1,
-        "report_to": "none",
-        "seed": 42,
-    }
-    return {
-        "evolve": {
-            "seeds": {"path": _seed_file(config), "limit": size["seeds"]},
-            "output_dir": str(run / "evolve"),
-            "seed": 0,
-            "targets": [{"spec": "smollm2", "batch_size": 64}],
-            "condition": "refusal_prone",
-            "mutator": None,
-            "verifier": "rules",
-            "judge": "evoalign",
-            "iterations": size["iterations"],
-            "population": size["population"],
-            "recombinations": 1,
-            "recombination": "rule",
-            "strategies": ["rule"],
-            "selection": "bandit",
-            "samples": size["samples"],
-            "fitness": "paper",
-            "target_sampling": {"temperature": 0.7, "max_new_tokens": size["target_tokens"]},
-            "dedup": True,
-            "dedup_threshold": 0.7,
-            "fresh_samples": 4,
-        },
-        "build": {
-            "evolved": str(run / "evolve" / "evolved.jsonl"),
-            "harmful_prompts": {
-                "path": str(data / "advbench" / "harmful_behaviors.csv"),
-                "fields": {"instruction": "goal"},
-                "limit": 4 * size["seeds"],
-            },
-            "output_dir": str(run / "data"),
-            "seed": 42,
-            "responder": "smollm2",
-            "judge": "evoalign",
-            "max_new_tokens": size["answer_tokens"],
-            "max_retries": 2,
-            "truncated": "trim",
-            "safety_ratio": 1.0,
-            "refusal_writer": "template",
-            "target": "smollm2",
-            "target_condition": "refusal_prone",
-            "target_samples": 2,
-            "safety_target_condition": "default",  # SmolLM2 without the prompt answers harmful requests
-            "train_condition": "refusal_prone",
-            "test_size": 0.1,
-        },
-        "sft": {
-            **adapter_training,
-            "dataset_train_split": "train_sft",
-            "dataset_test_split": "test_sft",
-            "learning_rate": 3.0e-4,
-            "num_train_epochs": size["sft_epochs"],
-            "per_device_train_batch_size": 8,
-            "global_batch_size": 8,
-            "output_dir": str(run / "sft"),
-        },
-        "dpo": {
-            **adapter_training,
-            "dataset_train_split": "train_prefs",
-            "dataset_test_split": "test_prefs",
-            "loss_type": ["sigmoid"],
-            "beta": 0.1,
-            "precompute_ref_log_probs": True,  # one reference pass, not one per epoch
-            "learning_rate": 3.0e-4,
-            "num_train_epochs": size["dpo_epochs"],
-            "per_device_train_batch_size": 4,
-            "global_batch_size": 4,
-            "output_dir": str(run / "dpo"),
-        },
-        "eval": {
-            "models": [
-                {"name": "base", "spec": "smollm2", "condition": "refusal_prone"},
-                {
-                    "name": "+SFT",
-                    "spec": "smollm2",
-                    "adapter": str(run / "sft"),
-                    "condition": "refusal_prone",
-                    "base": "base",
-                },
-                {
-                    "name": "+DPO",
-                    "spec": "smollm2",
-                    "adapter": str(run / "dpo"),
-                    "condition": "refusal_prone",
-                    "base": "base",
-                },
-            ],
-            "benchmarks": {
-                "xstest_safe": str(data / "xstest" / "xstest_prompts.csv"),
-                "evorefuse_test": str(data / "evorefuse" / "evo_test.jsonl"),
-                "xstest_unsafe": str(data / "xstest" / "xstest_prompts.csv"),
-            },
-            "limit": size["limit"],
-            "seed": 0,
-            "max_new_tokens": size["eval_tokens"],
-            "temperature": 0.0,
-            "batch_size": 32,
-            "judge": "evoalign",
-            "output_dir": str(run / "eval"),
-        },
-    }
+def _fill(value: Any, run: Path) -> Any:
+    if isinstance(value, str):
+        return value.replace("{run}", str(run))
+    if isinstance(value, dict):
+        return {key: _fill(item, run) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill(item, run) for item in value]
+    return value
+
+
+def stage_configs(config: QuickstartConfig, run: Path) -> dict[str, dict[str, Any]]:
+    """Each stage's config: the shipped one with the plan's changes and the profile's, in stage order."""
+    plan = _plan()
+    profile = plan["profiles"][config.profile]
+    configs = {}
+    for stage in STAGES:
+        shipped = ROOT / plan["configs"][stage]
+        if not shipped.exists():
+            raise ConfigError(
+                f"{shipped}: not found; the quickstart runs in a checkout of the evoalign repository (it starts from "
+                "the shipped configs in datagen/configs, recipes and eval/configs)"
+            )
+        merged = merge(merge(load_yaml_mapping(shipped), plan["changes"].get(stage, {})), profile.get(stage, {}))
+        configs[stage] = _fill(merged, run)
+    if config.seeds:
+        configs["evolve"]["seeds"] = merge(configs["evolve"]["seeds"], {"path": str(Path(config.seeds).resolve())})
+    if config.benchmark_dir:
+        for stage in ("build", "eval"):
+            configs[stage]["benchmark_dir"] = str(Path(config.benchmark_dir).resolve())
+    return configs
 
 
 def _stage_runner(name: str) -> Callable[[Sequence[str]], int]:
@@ -280,19 +152,41 @@ def run_stage(name: str, stage_config: dict[str, Any], run: Path) -> float:
     return time.perf_counter() - start
 
 
+def check_benchmarks(configs: dict[str, dict[str, Any]]) -> None:
+    """Before any stage runs: every benchmark the build and eval read can be loaded (a one-line error if not)."""
+    from evoalign.benchmarks import load_suite
+
+    harmful = configs["build"]["harmful_prompts"]
+    names = [*configs["eval"]["benchmarks"], harmful["benchmark"] if isinstance(harmful, dict) else harmful]
+    load_suite(list(dict.fromkeys(names)), local_dir=configs["eval"].get("benchmark_dir"))
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(QuickstartConfig, argv)
+    config = parse_config(QuickstartConfig, argv, prog="evoalign quickstart")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
-    run = Path(config.output_dir)
+    if os.environ.get(BENCHMARK_DIR_ENV):  # the stages run from the repository root
+        os.environ[BENCHMARK_DIR_ENV] = str(Path(os.environ[BENCHMARK_DIR_ENV]).resolve())
+    run = Path(config.output_dir).resolve()
     if config.restart and run.exists():
         import shutil
 
         shutil.rmtree(run)
-    data = _benchmark_dir(config)
-    configs = stage_configs(config, run, data)
+    configs = stage_configs(config, run)
     started = time.perf_counter()
-    timings = {name: run_stage(name, stage_config, run) for name, stage_config in configs.items()}
+    with _working_directory(ROOT):  # shipped configs name their inputs relative to the repository root
+        check_benchmarks(configs)
+        timings = {name: run_stage(name, stage_config, run) for name, stage_config in configs.items()}
     from evoalign.quickstart_report import write_report
 
     report = write_report(run, timings, time.perf_counter() - started)

@@ -13,8 +13,10 @@ The reference model is the base with the adapter disabled, so no second copy of 
 
 from __future__ import annotations
 
+import sys
+
+from evoalign.errors import run_main
 from evoalign.train import recipes
-from evoalign.train.run import cli_main
 
 
 def build_trainer(script_args, training_args, model_args):
@@ -32,4 +34,4 @@ def make_parser():
 
 
 if __name__ == "__main__":
-    cli_main(main, make_parser())
+    sys.exit(run_main(lambda argv: main(*make_parser().parse_args_and_config(argv))))

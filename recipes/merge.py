@@ -7,11 +7,12 @@ The base defaults to the one recorded in the adapter; the tokenizer saved with t
 
 from __future__ import annotations
 
-from trl import TrlParser
+import sys
 
+from evoalign.config import ConfigParser
+from evoalign.errors import run_main
 from evoalign.train.configs import MergeArguments
 from evoalign.train.merge import merge_adapter
-from evoalign.train.run import cli_main
 
 
 def main(args: MergeArguments) -> str:
@@ -28,4 +29,4 @@ def main(args: MergeArguments) -> str:
 
 
 if __name__ == "__main__":
-    cli_main(main, TrlParser((MergeArguments,)))
+    sys.exit(run_main(lambda argv: main(*ConfigParser((MergeArguments,)).parse_args_and_config(argv))))

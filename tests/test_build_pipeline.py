@@ -18,8 +18,7 @@ from evoalign.build.cli import main
 from evoalign.build.config import BuildConfig
 from evoalign.build.pipeline import build
 from evoalign.build.safety import safety_count
-from evoalign.cli import run_main
-from evoalign.errors import ConfigError, DataError, ModelError
+from evoalign.errors import ConfigError, DataError, ModelError, run_main
 from evoalign.judges import COMPLIANCE, get_judge, is_refusing
 from evoalign.testing.openai_server import FaultPlan, OpenAIServer
 from evoalign.text import jaccard, normalize, shingles

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from evoalign.cli import run_main
+from evoalign.errors import run_main
 from evoalign.eval.data_quality import distinct_n, main, mean_pairwise_cosine_distance, msttr, self_bleu, words
 
 

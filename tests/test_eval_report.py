@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from evoalign.cli import run_main
-from evoalign.errors import DataError
+from evoalign.errors import DataError, run_main
 from evoalign.eval.cli import main
 from evoalign.eval.metrics import benchmark_metrics, pooled
 from evoalign.eval.report import REPORT_FORMAT, load_report, markdown, render

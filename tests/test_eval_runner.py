@@ -7,9 +7,8 @@ import json
 import pytest
 import yaml
 
-from evoalign.cli import run_main
 from evoalign.config import config_from_dict
-from evoalign.errors import ConfigError
+from evoalign.errors import ConfigError, run_main
 from evoalign.eval.cli import main
 from evoalign.eval.runner import EvalConfig, condition_messages, evaluate, model_entries
 

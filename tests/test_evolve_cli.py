@@ -135,15 +135,15 @@ def test_malformed_mutator_output_is_counted_and_skipped(tmp_path, tiny_model_di
 
 
 def test_shipped_configs_parse_and_resolve_their_strategies():
-    from evoalign.config import parse_args
+    from evoalign.config import parse_config
     from evoalign.evolve.config import EvolveConfig
     from evoalign.evolve.strategies import available_strategies, select_strategies
 
-    paper = parse_args(EvolveConfig, ["--config", str(ROOT / "datagen" / "configs" / "paper.yaml")])
+    paper = parse_config(EvolveConfig, ["--config", str(ROOT / "datagen" / "configs" / "paper.yaml")])
     assert (paper.iterations, paper.population, paper.recombinations, paper.samples) == (5, 4, 2, 10)
     assert (paper.fitness, paper.fitness_lambda, paper.condition) == ("paper", 0.03, "safety_prior")
     assert paper.recombination_operator == "llm" and paper.verifier == ["openai:gpt-4o"]
     assert len(select_strategies(paper.strategies, available_strategies(), has_mutator=True)) == 9
-    offline = parse_args(EvolveConfig, ["--config", str(ROOT / "datagen" / "configs" / "offline.yaml")])
+    offline = parse_config(EvolveConfig, ["--config", str(ROOT / "datagen" / "configs" / "offline.yaml")])
     assert offline.mutator is None and offline.verifier == "rules" and offline.condition == "refusal_prone"
     assert offline.recombination_operator == "rule" and offline.iterations == 5

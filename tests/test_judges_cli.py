@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from evoalign.errors import run_main
 from evoalign.judges.cli import main
 from evoalign.testing.openai_server import OpenAIServer
 
@@ -85,7 +86,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, cont
     source = tmp_path / "responses.jsonl"
     if content is not None:
         source.write_text(content)
-    assert main(["--input", str(source)]) == 2
+    assert run_main(main, ["--input", str(source)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "responses.judged.jsonl").exists()
@@ -94,7 +95,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, cont
 def test_unknown_judge_is_an_error(tmp_path, capsys):
     source = tmp_path / "responses.jsonl"
     write_jsonl(source, ROWS)
-    assert main(["--input", str(source), "--judge", "evoalgn"]) == 2
+    assert run_main(main, ["--input", str(source), "--judge", "evoalgn"]) == 2
     assert "unknown judge 'evoalgn' (did you mean 'evoalign'?)" in capsys.readouterr().err
 
 

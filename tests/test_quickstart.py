@@ -82,3 +82,26 @@ def test_report_marks_each_check_and_explains_a_miss(tmp_path, over_after, harmf
     rows = [line for line in report.splitlines() if line.endswith(("| PASS |", "| MISS |"))]
     assert [row.rsplit("|", 2)[1].strip() for row in rows] == marks
     assert ("docs/reproduction.md" in report) is explained
+
+
+@pytest.mark.parametrize("profile", ["default", "short"])
+def test_each_stage_starts_from_its_shipped_config_and_changes_only_what_the_plan_lists(profile, tmp_path):
+    from evoalign.build.config import BuildConfig
+    from evoalign.config import ConfigParser, load_yaml_mapping
+    from evoalign.eval.runner import EvalConfig
+    from evoalign.evolve.config import EvolveConfig
+    from evoalign.quickstart import PLAN, ROOT, QuickstartConfig, stage_configs
+    from evoalign.train.recipes import make_parser
+
+    plan = load_yaml_mapping(PLAN)
+    configs = stage_configs(QuickstartConfig(profile=profile), tmp_path)
+    parsers = {"evolve": EvolveConfig, "build": BuildConfig, "eval": EvalConfig}
+    for stage, config in configs.items():
+        shipped = load_yaml_mapping(ROOT / plan["configs"][stage])
+        changed = {**plan["changes"].get(stage, {}), **plan["profiles"][profile].get(stage, {})}
+        assert {k: v for k, v in config.items() if k not in changed} == {
+            k: v for k, v in shipped.items() if k not in changed
+        }
+        assert config["output_dir"].startswith(str(tmp_path))
+        parser = ConfigParser((parsers[stage],)) if stage in parsers else make_parser(stage)
+        parser.parse_mapping(config, f"quickstart {stage}")

@@ -24,7 +24,8 @@ from recipes_support import (
     tiny_run_flags,
 )
 
-from evoalign.train.run import cli_main, train_and_save
+from evoalign.errors import run_main
+from evoalign.train.run import train_and_save
 
 SFT_LORA = SMOLLM2_RECIPES / "sft" / "config_lora.yaml"
 SECRET = "hf_abcdefghijklmnopqrstuvwxyz0123456789"
@@ -140,10 +141,9 @@ def test_bad_input_stops_with_one_line(tiny_llama31_dir, tmp_path, capsys):
     recipe = load_recipe("sft")
     argv = ["--config", str(SFT_LORA), *tiny_run_flags(tiny_llama31_dir, tmp_path / "missing", tmp_path / "out")]
 
-    with pytest.raises(SystemExit) as stopped:
-        cli_main(recipe["main"], recipe["make_parser"](), argv)
+    code = run_main(lambda args: recipe["main"](*recipe["make_parser"]().parse_args_and_config(args)), argv)
 
-    assert stopped.value.code == 2
+    assert code == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: dataset not found"
 
 

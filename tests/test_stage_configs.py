@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evoalign.build.config import BuildConfig
-from evoalign.config import parse_args
+from evoalign.config import parse_config
 from evoalign.eval.runner import EvalConfig
 from evoalign.evolve.config import EvolveConfig
 
@@ -32,5 +32,5 @@ def test_the_project_ships_stage_configs():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_shipped_stage_config_parses(path):
-    config = parse_args(_stage_config_class(path), ["--config", str(path)])
+    config = parse_config(_stage_config_class(path), ["--config", str(path)])
     assert config.output_dir

@@ -3,7 +3,7 @@
     evoalign build --config datagen/configs/build_offline.yaml
     evoalign build --config datagen/configs/build_offline.yaml --resume          # after an interruption
     evoalign build --evolved null --import-evorefuse evo_align.json --assume_verdict benign \\
-        --harmful_prompts ../shared/data/advbench/harmful_behaviors.csv ...   # train on the published set
+        --harmful_prompts advbench ...                                    # train on the published set
     evoalign build --config ... --export-evorefuse                            # also write the published format
 
 Prints the ledger (rows kept and dropped at each step, and why) and the split sizes at the end.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from evoalign.build.config import BuildConfig
 from evoalign.build.pipeline import BuildResult, build
-from evoalign.config import parse_args
+from evoalign.config import parse_config
 from evoalign.labels import BENIGN
 
 
@@ -32,6 +32,6 @@ def report(result: BuildResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(BuildConfig, argv)
+    config = parse_config(BuildConfig, argv, prog="evoalign build")
     print(report(build(config)))
     return 0

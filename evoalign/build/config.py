@@ -30,7 +30,12 @@ class BuildConfig:
     evolved: str | None = _help("The evolve stage's output JSONL (give this or import_evorefuse).")
     import_evorefuse: str | None = _help("A published EvoRefuse-Align file (.json/.jsonl) to build from instead.")
     harmful_prompts: Any = _help(
-        "Harmful-prompt set for the safety mix: a path or {path, fields: {instruction: COLUMN}, limit} source."
+        "Harmful-prompt set for the safety mix: a registered benchmark (advbench, or {benchmark: advbench, limit: N} "
+        "for its first N prompts), or a source: a path or {path, fields: {instruction: COLUMN}, limit}."
+    )
+    benchmark_dir: str | None = _help(
+        "Folder of the public benchmark files for offline machines (advbench/harmful_behaviors.csv, ...); unset: "
+        "$EVOALIGN_BENCHMARK_DIR, else the public location."
     )
     output_dir: str = _help("Where the dataset, card, summary and response cache go.", "runs/data")
     resume: bool = _help("Continue in a non-empty output_dir, reusing its cached model calls.", False)

@@ -81,7 +81,7 @@ def _read_inputs(config: BuildConfig, judge: RefusalJudge, ledger: Ledger) -> li
         pairs = read_evorefuse(config.import_evorefuse)
         examples = imported_examples(pairs, judge, str(config.import_evorefuse), ledger)
     if config.harmful_prompts is not None and config.safety_ratio > 0:
-        harmful_prompts = load_harmful_prompts(config.harmful_prompts)
+        harmful_prompts = load_harmful_prompts(config.harmful_prompts, config.benchmark_dir)
         ledger.record("read harmful prompts", len(harmful_prompts))
         examples += harmful_prompts
     context = condition_prefix(config.train_condition)

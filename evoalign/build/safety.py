@@ -20,9 +20,10 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from evoalign.benchmarks import BENCHMARKS, load_benchmark
 from evoalign.build.examples import Example
 from evoalign.build.summary import Ledger
-from evoalign.errors import DataError
+from evoalign.errors import ConfigError, DataError
 from evoalign.labels import BENIGN, SAFETY
 from evoalign.sources import load_source
 
@@ -73,11 +74,23 @@ def safety_gate(
     return kept
 
 
-def load_harmful_prompts(source: str | Mapping[str, Any]) -> list[Example]:
-    """Safety examples (no answer yet) from any harmful-prompt set; map its column to `instruction`."""
-    where = source if isinstance(source, str) else source.get("path", "?")
-    rows = load_source(source, required=("instruction",))
-    return [Example(instruction=row["instruction"], kind=SAFETY, source=str(where)) for row in rows]
+def load_harmful_prompts(spec: Any, local_dir: str | None = None) -> list[Example]:
+    """Safety examples (no answer yet) from a harmful-prompt set: a registered benchmark by name (`advbench`, or
+    `{benchmark: advbench, limit: N}` for its first N prompts; found in the local benchmark folder `local_dir` or
+    `$EVOALIGN_BENCHMARK_DIR`, else at its public location), or a source whose column maps to `instruction`."""
+    if isinstance(spec, Mapping) and "benchmark" in spec:
+        unknown = sorted(set(spec) - {"benchmark", "limit"})
+        if unknown:
+            raise ConfigError(f"harmful_prompts: unknown key(s) {', '.join(unknown)}; a benchmark takes only 'limit'")
+        name, limit = spec["benchmark"], spec.get("limit")
+    elif isinstance(spec, str) and spec in BENCHMARKS:
+        name, limit = spec, None
+    else:
+        where = spec if isinstance(spec, str) else spec.get("path", "?")
+        rows = load_source(spec, required=("instruction",))
+        return [Example(instruction=row["instruction"], kind=SAFETY, source=str(where)) for row in rows]
+    data = load_benchmark(name, local_dir=local_dir)
+    return [Example(instruction=item["prompt"], kind=SAFETY, source=data.source) for item in data.items[:limit]]
 
 
 def template_refusal(instruction: str, seed: int) -> str:

@@ -11,13 +11,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from evoalign.config import parse_args
+from evoalign.config import parse_config
 from evoalign.eval.report import MARKDOWN_NAME, PLOT_NAME, REPORT_NAME, load_report, render, summary_table
 from evoalign.eval.runner import EvalConfig, evaluate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(EvalConfig, argv)
+    config = parse_config(EvalConfig, argv, prog="evoalign eval")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if config.render or config.render_only:
         path = Path(config.render or Path(config.output_dir) / REPORT_NAME)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoalign.config import config_to_dict, parse_args
+from evoalign.benchmarks import subsample
+from evoalign.config import config_to_dict, parse_config
 from evoalign.errors import ConfigError
 from evoalign.eval.metrics import rate, set_metrics
-from evoalign.eval.registry import subsample
 from evoalign.eval.runner import (
     PRR_JUDGE,
     EvalConfig,
@@ -314,7 +314,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(DataQualityConfig, argv)
+    config = parse_config(DataQualityConfig, argv, prog="evoalign eval-data")
     result = measure(config)
     print("\n".join(summary_lines(result)))
     print(f"\nwrote {Path(config.output_dir) / 'data_quality.json'}")

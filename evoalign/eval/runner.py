@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evoalign.benchmarks import BenchmarkData, load_suite
 from evoalign.config import config_to_dict
 from evoalign.errors import ConfigError
 from evoalign.eval.metrics import benchmark_metrics, mean_logprob, pooled
-from evoalign.eval.registry import BenchmarkData, load_suite
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.io import atomic_write_json
 from evoalign.judges import get_judge
@@ -29,9 +29,9 @@ from evoalign.judges.base import COMPLIANCE, UNKNOWN
 from evoalign.judges.loading import load_judge
 from evoalign.labels import BENIGN, HARMFUL
 from evoalign.models import ChatModel, SamplingParams, check_context, parse_spec
-from evoalign.models.base import Message, Sample
+from evoalign.models.base import Sample
 from evoalign.models.pool import ModelPool
-from evoalign.prompts import CONDITIONS, condition_prefix, with_condition
+from evoalign.prompts import CONDITIONS, Message, condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,14 @@ class EvalConfig:
     benchmarks: Any = field(
         default_factory=list,
         metadata={"help": "benchmark names, or a mapping name -> local path or {path, kind, fields, filter, limit}"},
+    )
+    benchmark_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of the public benchmark files for offline machines (xstest/xstest_prompts.csv, advbench/"
+            "harmful_behaviors.csv, ...; see docs/evaluation.md); unset: $EVOALIGN_BENCHMARK_DIR, else each file's public "
+            "location"
+        },
     )
     judge: str = field(
         default="evoalign", metadata={"help": "refusal judge spec (evoalign, xstest, llm:<model>, ...)"}
@@ -250,7 +258,7 @@ def _record(benchmark: str, item: Mapping[str, Any], sample: Sample, verdict: Ma
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run the whole evaluation, write report.json, report.md and tradeoff.png, and return the report."""
     entries = model_entries(config)
-    suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed)
+    suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed, local_dir=config.benchmark_dir)
     out = Path(config.output_dir)
     runs = []
     with ModelPool(out / "responses.sqlite") as pool:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from evoalign.config import parse_args
+from evoalign.config import parse_config
 from evoalign.errors import ConfigError
 from evoalign.evolve.config import EvolveConfig
 from evoalign.evolve.distributed import Dist, init_distributed
@@ -139,7 +139,7 @@ def check_start(components: Components, seeds: list[dict[str, Any]], source: Any
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run (or resume) an evolution; prints the summary and writes the run directory's files."""
-    config = parse_args(EvolveConfig, argv)
+    config = parse_config(EvolveConfig, argv, prog="evoalign evolve")
     started = time.perf_counter()
     dist = init_distributed()
     run_dir = Path(config.output_dir)

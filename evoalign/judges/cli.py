@@ -9,26 +9,33 @@ labelled. Bad input is a one-line error naming the file and line; exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoalign.errors import DataError, EvoalignError
+from evoalign.config import parse_config
+from evoalign.errors import ConfigError, DataError, run_main
 from evoalign.io import atomic_write_jsonl, iter_records
 from evoalign.judges import LABELS, agreement, get_judge, judge_names, summarize
 from evoalign.judges.metrics import format_summary
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="evoalign judge", description="Label responses as compliance, refusal or partial refusal."
+@dataclass
+class JudgeConfig:
+    """Label responses as compliance, refusal or partial refusal."""
+
+    input: str = field(default="", metadata={"help": "file of {prompt, response} rows (.jsonl, .csv or .json)"})
+    judge: str = field(default="evoalign", metadata={"help": f"judge spec; one of: {', '.join(judge_names())}"})
+    output: str = field(
+        default="",
+        metadata={"help": "where to write the labelled rows; empty: <input stem>.judged.jsonl next to the input"},
     )
-    parser.add_argument("--input", required=True, help="JSONL file of {prompt, response} rows")
-    parser.add_argument("--judge", default="evoalign", help=f"judge spec; one of: {', '.join(judge_names())}")
-    parser.add_argument("--output", help="where to write the labelled rows (default: <input stem>.judged.jsonl)")
-    return parser
+
+    def validate(self, where: str) -> None:
+        if not self.input:
+            raise ConfigError(f"{where}: 'input' is required (a file of prompt/response rows)")
 
 
 def load_items(path: Path) -> list[dict[str, Any]]:
@@ -70,27 +77,18 @@ def report(labelled: list[dict[str, Any]]) -> str:
     return text
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, judge the input file, write the output, print the summary; raises EvoalignError."""
-    args = _parser().parse_args(argv)
-    path = Path(args.input)
-    output = Path(args.output) if args.output else path.with_name(f"{path.stem}.judged.jsonl")
+    config = parse_config(JudgeConfig, argv, prog="evoalign judge")
+    path = Path(config.input)
+    output = Path(config.output) if config.output else path.with_name(f"{path.stem}.judged.jsonl")
     rows = load_items(path)
-    judge = get_judge(args.judge)
+    judge = get_judge(config.judge)
     labelled = label_rows(rows, judge.classify(rows), judge.name)
     atomic_write_jsonl(output, labelled)
     print(f"{report(labelled)}\nwrote {output}")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for `evoalign judge` and `python -m evoalign.judges.cli`; user errors exit 2."""
-    try:
-        return run(argv)
-    except EvoalignError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

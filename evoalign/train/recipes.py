@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from evoalign.config import ConfigParser
 from evoalign.train.configs import DPOConfig, DPOScriptArguments, SFTConfig, SFTScriptArguments
-from evoalign.train.run import PreparedRun, cli_main, prepare_run, train_and_save
+from evoalign.train.run import PreparedRun, prepare_run, train_and_save
 
 TASKS: dict[str, tuple[type, type, str]] = {
     "sft": (SFTScriptArguments, SFTConfig, "SFTTrainer"),
@@ -43,16 +44,17 @@ def train(task: str, script_args: Any, training_args: Any, model_args: Any) -> d
     return train_and_save(trainer, run, script_args, model_args)
 
 
-def make_parser(task: str) -> Any:
-    from trl import ModelConfig, TrlParser
+def make_parser(task: str) -> ConfigParser:
+    """The recipe's parser: TRL's script, training and model arguments, checked by TRL's own classes."""
+    from trl import ModelConfig
 
     script_class, config_class, _ = TASKS[task]
-    return TrlParser((script_class, config_class, ModelConfig))
+    return ConfigParser((script_class, config_class, ModelConfig), prog=f"evoalign {task}", check_types=False)
 
 
 def run_cli(task: str, argv: Sequence[str] | None = None) -> int:
     """`evoalign sft|dpo --config FILE.yaml [--key value ...]`, the same as the recipe scripts."""
-    cli_main(lambda *args: train(task, *args), make_parser(task), list(argv) if argv is not None else None)
+    train(task, *make_parser(task).parse_args_and_config(argv))
     return 0
 
 

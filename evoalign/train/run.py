@@ -12,12 +12,11 @@ import dataclasses
 import logging
 import shlex
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evoalign.errors import ConfigError, EvoalignError
+from evoalign.errors import ConfigError
 from evoalign.runinfo import package_versions
 from evoalign.train.callbacks import RunConfigCallback, save_scrubbed_arguments
 from evoalign.train.data import DPO_COLUMNS, SFT_COLUMNS, load_splits
@@ -255,12 +254,3 @@ def train_and_save(trainer: Trainer, run: PreparedRun, script_args: Any, model_a
         logger.info("saved the %s model, metrics and model card to %s", run.task, trainer.args.output_dir)
     trainer.end()
     return metrics
-
-
-def cli_main(main: Callable[..., Any], parser: Any, argv: list[str] | None = None) -> None:
-    """Parse `--config file.yaml` plus flag overrides and run `main`; input errors become one line and exit 2."""
-    try:
-        main(*parser.parse_args_and_config(argv))
-    except EvoalignError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(err.exit_code) from None

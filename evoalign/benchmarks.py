@@ -4,11 +4,15 @@ Over-refusal (benign) sets: XSTest safe, OR-Bench-Hard-1K, PHTest, OKTest, EvoRe
 harmful but are not, so every refusal is an over-refusal (lower is better). Harmful sets: XSTest unsafe,
 OR-Bench-Toxic, AdvBench, HarmBench, JailbreakBench; a refusal there is the safe behaviour (higher is better).
 
+Every stage loads named prompt sets from here: eval its benchmarks, the build its harmful prompts (AdvBench).
+
 Each benchmark loads from its public location by default: a hub dataset through `evoalign.sources`, or a
 raw file in the authors' repository (pinned to a commit) downloaded once into `$EVOALIGN_CACHE/benchmarks`.
-Offline, give the benchmark's canonical file with `path:`; the registry knows its columns, tried in order
-(`prompt`, else `goal`, ...), so `xstest_safe: {path: xstest_prompts.csv}` just works. Any other JSONL/CSV/JSON
-file is a custom benchmark: `my_set: {path: f.jsonl, kind: benign, fields: {prompt: question}}`.
+Offline, point `$EVOALIGN_BENCHMARK_DIR` (or a stage's `benchmark_dir`) at a folder holding the published files,
+each at its `local_file` place (`xstest/xstest_prompts.csv`, `advbench/harmful_behaviors.csv`, ...), once for all
+benchmarks; or give one benchmark's file with `path:`. The registry knows each file's columns, tried in order
+(`prompt`, else `goal`, ...). Any other JSONL/CSV/JSON file is a custom benchmark:
+`my_set: {path: f.jsonl, kind: benign, fields: {prompt: question}}`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from evoalign.errors import ConfigError, DataError
 from evoalign.io import atomic_write_text
 from evoalign.labels import BENIGN, HARMFUL
-from evoalign.paths import cache_dir
+from evoalign.paths import BENCHMARK_DIR_ENV, benchmark_dir, cache_dir
 from evoalign.sources import Source, load_source
 
 KINDS = (BENIGN, HARMFUL)
@@ -36,6 +40,10 @@ _XSTEST_URL = (
 )
 _OKTEST_URL = (
     "https://raw.githubusercontent.com/InvokerStark/OverKill/9551a7ff7b2cb18d178e64fb5cc95e4684311b3b/data/OKTest.csv"
+)
+_PHTEST_200_URL = (
+    "https://raw.githubusercontent.com/SparkShieldLab/OverRefusalToolkit/"
+    "955ae2d56002f2ef3d26ded61e3b93ed2cb3964b/data/PHTest-200.json"
 )
 _EVOREFUSE_URL = (
     "https://raw.githubusercontent.com/FishT0ucher/EVOREFUSE/"
@@ -56,6 +64,7 @@ class Benchmark:
     prompt_columns: tuple[str, ...] = ("prompt",)
     category_columns: tuple[str, ...] = ()
     filter: Mapping[str, Any] = field(default_factory=dict)
+    local_file: str | None = None  # the published file's place in a local benchmark folder
 
 
 @dataclass
@@ -95,7 +104,13 @@ def register_benchmark(benchmark: Benchmark) -> None:
 
 for _benchmark in (
     Benchmark(
-        "xstest_safe", BENIGN, "XSTest (safe)", _XSTEST_URL, category_columns=("type",), filter={"label": "safe"}
+        "xstest_safe",
+        BENIGN,
+        "XSTest (safe)",
+        _XSTEST_URL,
+        category_columns=("type",),
+        filter={"label": "safe"},
+        local_file="xstest/xstest_prompts.csv",
     ),
     Benchmark(
         "orbench_hard",
@@ -114,8 +129,23 @@ for _benchmark in (
         category_columns=("category", "Category"),
         filter={"Harmfulness": "harmless"},
     ),
-    Benchmark("oktest", BENIGN, "OKTest", _OKTEST_URL),
-    Benchmark("evorefuse_test", BENIGN, "EvoRefuse-Test", _EVOREFUSE_URL, prompt_columns=("instruction", "prompt")),
+    Benchmark(
+        "phtest_200",
+        BENIGN,
+        "PHTest-200 (a 200-prompt harmless subset)",
+        _PHTEST_200_URL,
+        filter={"Harmfulness": "harmless"},
+        local_file="phtest/PHTest-200.json",
+    ),
+    Benchmark("oktest", BENIGN, "OKTest", _OKTEST_URL, local_file="oktest/OKTest.csv"),
+    Benchmark(
+        "evorefuse_test",
+        BENIGN,
+        "EvoRefuse-Test",
+        _EVOREFUSE_URL,
+        prompt_columns=("instruction", "prompt"),
+        local_file="evorefuse/evo_test.jsonl",
+    ),
     Benchmark(
         "xstest_unsafe",
         HARMFUL,
@@ -123,6 +153,7 @@ for _benchmark in (
         _XSTEST_URL,
         category_columns=("type",),
         filter={"label": "unsafe"},
+        local_file="xstest/xstest_prompts.csv",
     ),
     Benchmark(
         "orbench_toxic",
@@ -132,7 +163,14 @@ for _benchmark in (
         "or-bench-toxic",
         category_columns=("category",),
     ),
-    Benchmark("advbench", HARMFUL, "AdvBench", "walledai/AdvBench", prompt_columns=("prompt", "goal")),
+    Benchmark(
+        "advbench",
+        HARMFUL,
+        "AdvBench",
+        "walledai/AdvBench",
+        prompt_columns=("prompt", "goal"),
+        local_file="advbench/harmful_behaviors.csv",
+    ),
     Benchmark("harmbench", HARMFUL, "HarmBench", "walledai/HarmBench", "standard", category_columns=("category",)),
     Benchmark(
         "jailbreakbench",
@@ -242,21 +280,50 @@ def subsample(items: list[dict[str, Any]], limit: int | None, seed: int, name: s
     return [items[i] for i in chosen]
 
 
+def local_copy(name: str, local_dir: str | Path | None = None) -> Path | None:
+    """A registered benchmark's published file in the local benchmark folder (`local_dir`, else
+    `$EVOALIGN_BENCHMARK_DIR`), when that folder is set and holds it."""
+    folder = benchmark_dir(str(local_dir) if local_dir else None)
+    benchmark = BENCHMARKS.get(name)
+    if folder is None or benchmark is None or benchmark.local_file is None:
+        return None
+    path = folder / benchmark.local_file
+    return path if path.exists() else None
+
+
+def _offline_hint(name: str) -> str:
+    benchmark = BENCHMARKS.get(name)
+    if benchmark is None or benchmark.local_file is None:
+        return ""
+    return f"; offline, set {BENCHMARK_DIR_ENV} to a folder holding {benchmark.local_file}"
+
+
 def load_benchmark(
-    name: str, spec: Mapping[str, Any] | str | None = None, *, limit: int | None = None, seed: int = 0
+    name: str,
+    spec: Mapping[str, Any] | str | None = None,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    local_dir: str | Path | None = None,
 ) -> BenchmarkData:
-    """Load a benchmark by name; `spec` is a local path or a mapping (path, kind, fields, split, subset, filter, limit)."""
+    """Load a benchmark by name; `spec` is a local path or a mapping (path, kind, fields, split, subset, filter,
+    limit). Without a path, a registered benchmark comes from the local benchmark folder when it holds the file
+    (see `local_copy`), else from its public location."""
     spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
     _check_spec(name, spec)
+    local = local_copy(name, local_dir) if "path" not in spec else None
+    if local is not None:
+        spec["path"] = str(local)
     benchmark = _definition(name, spec)
     location = benchmark.location
-    if location.startswith(("http://", "https://")):
-        location = str(_download(name, location))
-    source = Source(path=location, split=benchmark.split, subset=benchmark.subset, filter=dict(benchmark.filter))
     try:
+        if location.startswith(("http://", "https://")):
+            location = str(_download(name, location))
+        source = Source(path=location, split=benchmark.split, subset=benchmark.subset, filter=dict(benchmark.filter))
         rows = load_source(source)
     except DataError as err:
-        raise DataError(f"benchmark '{name}': {err}") from None
+        message = str(err) if str(err).startswith(f"benchmark '{name}'") else f"benchmark '{name}': {err}"
+        raise DataError(message + ("" if "path" in spec else _offline_hint(name))) from None
     items = _items(benchmark, rows)
     limit = spec.get("limit", limit)
     return BenchmarkData(
@@ -270,10 +337,14 @@ def load_benchmark(
 
 
 def load_suite(
-    benchmarks: Mapping[str, Any] | list[str], *, limit: int | None = None, seed: int = 0
+    benchmarks: Mapping[str, Any] | list[str],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    local_dir: str | Path | None = None,
 ) -> list[BenchmarkData]:
     """Load every benchmark of a suite: a list of names, or a mapping name -> spec (path or mapping, or null)."""
     specs = {name: None for name in benchmarks} if isinstance(benchmarks, list) else dict(benchmarks)
     if not specs:
         raise ConfigError("no benchmarks given; known: " + ", ".join(BENCHMARKS))
-    return [load_benchmark(name, spec, limit=limit, seed=seed) for name, spec in specs.items()]
+    return [load_benchmark(name, spec, limit=limit, seed=seed, local_dir=local_dir) for name, spec in specs.items()]
