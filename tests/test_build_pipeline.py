@@ -322,19 +322,20 @@ def test_push_to_hub_uploads_the_card_then_both_configs(built, monkeypatch):
         def create_repo(self, repo_id, **kwargs):
             calls.append(("create", repo_id, kwargs["private"]))
 
-        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, repo_type):
-            calls.append(("card", Path(path_or_fileobj).name, path_in_repo))
+    def fake_card_push(self, repo_id, repo_type):
+        calls.append(("card", repo_id, repo_type, self.data.configs[0]["config_name"]))
 
     def fake_push(self, repo_id, config_name, private):
         calls.append(("push", config_name, sorted(self)))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub", fake_card_push)
     monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", fake_push)
     dataset = datasets.load_from_disk(str(built.output_dir / "dataset"))
     push_to_hub(dataset, built.output_dir / "README.md", "me/data", private=True)
     assert calls == [
         ("create", "me/data", True),
-        ("card", "README.md", "README.md"),
+        ("card", "me/data", "dataset", "sft"),
         ("push", "sft", ["test_sft", "train_sft"]),
         ("push", "prefs", ["test_prefs", "train_prefs"]),
     ]

@@ -1,7 +1,8 @@
 """The dataset card (README.md) written next to the build's files: sources, counts, filters, ledger, config.
 
-Its YAML header declares two hub configs, `sft` (train_sft/test_sft) and `prefs` (train_prefs/test_prefs), since
-the two kinds of split have different columns; `push_to_hub` later points them at the uploaded parquet files.
+Its Hub metadata (huggingface_hub's `DatasetCardData`) declares two configs, `sft` (train_sft/test_sft) and `prefs`
+(train_prefs/test_prefs), since the two kinds of split have different columns; `push_to_hub` later points them at
+the uploaded parquet files. The card itself is a `DatasetCard`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ from evoalign.build.output import PREF_SPLITS, SFT_SPLITS
 from evoalign.build.summary import Ledger
 from evoalign.secrets import scrub_secrets
 
-_HEADER = {
-    "tags": ["evoalign", "over-refusal", "safety", "sft", "dpo"],
-    "configs": [
-        {"config_name": "sft", "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in SFT_SPLITS]},
-        {"config_name": "prefs", "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in PREF_SPLITS]},
-    ],
-}
+_TAGS = ["evoalign", "over-refusal", "safety", "sft", "dpo"]
+_CONFIGS = [
+    {"config_name": "sft", "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in SFT_SPLITS]},
+    {"config_name": "prefs", "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in PREF_SPLITS]},
+]
 
 _SCHEMA = """\
 | file | columns |
@@ -87,8 +86,9 @@ def dataset_card(config: Mapping[str, Any], ledger: Ledger, splits: Mapping[str,
         )
         if config.get(key) is not None
     ]
+    from huggingface_hub import DatasetCard, DatasetCardData
+
     parts = [
-        f"---\n{yaml.safe_dump(_HEADER, sort_keys=False)}---",
         "# evoalign over-refusal alignment data",
         "Built by `evoalign build` (EvoRefuse pseudo-malicious instructions with compliant answers, mixed with a "
         "safety set so that training against over-refusal keeps refusals of harmful requests).",
@@ -105,4 +105,5 @@ def dataset_card(config: Mapping[str, Any], ledger: Ledger, splits: Mapping[str,
         "## Config",
         f"```yaml\n{yaml.safe_dump(scrub_secrets(dict(config)), sort_keys=False, allow_unicode=True)}```",
     ]
-    return "\n\n".join(parts) + "\n"
+    header = DatasetCardData(tags=_TAGS, configs=_CONFIGS).to_yaml()
+    return str(DatasetCard(f"---\n{header}\n---\n\n" + "\n\n".join(parts) + "\n"))

@@ -78,11 +78,10 @@ def push_to_hub(dataset: Any, card: Path, repo_id: str, private: bool) -> None:
     The card goes first: each push keeps the card's text and rewrites only its own config's metadata.
     """
     from datasets import DatasetDict
-    from huggingface_hub import HfApi
+    from huggingface_hub import DatasetCard, HfApi
 
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_file(path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo_id, repo_type="dataset")
+    HfApi().create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    DatasetCard.load(card, repo_type="dataset").push_to_hub(repo_id, repo_type="dataset")
     for config_name, names in (("sft", SFT_SPLITS), ("prefs", PREF_SPLITS)):
         DatasetDict({name: dataset[name] for name in names}).push_to_hub(
             repo_id, config_name=config_name, private=private

@@ -6,8 +6,8 @@
 The run directory (`output_dir`) receives `config.yaml`, `run_info.json`, the response cache, checkpoints after
 every iteration, and finally `evolved.jsonl` and `summary.json`. `--resume` continues an interrupted run. The
 directory is created only once every model is loaded and reachable and every seed fits each target's context, so
-a run that fails to start leaves nothing behind. Under `accelerate launch` each process evolves the seeds whose
-index is its rank modulo the number of processes, in its own `shard-R-of-W/` state directory; the main process
+a run that fails to start leaves nothing behind. Under `accelerate launch` each process evolves a contiguous part of
+the seeds (accelerate's `split_between_processes`) in its own `shard-R-of-W/` state directory; the main process
 merges the shards and removes near-duplicates.
 """
 

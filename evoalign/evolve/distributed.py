@@ -2,14 +2,18 @@
 
 Without a launcher (no WORLD_SIZE, or MPI equivalent, above 1) everything is one process and `gather` returns
 `[obj]`. Under a launcher, accelerate's `PartialState` sets up the process group (gloo on CPU-only machines) and
-each process's own GPU; process r owns the seeds whose index is r modulo the number of processes.
+each process's own GPU; `share` gives each process its contiguous part of the seeds
+(`split_between_processes`), `gather` collects every process's object (`gather_object`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,24 +27,28 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def owns(self, seed_index: int) -> bool:
-        return seed_index % self.world == self.rank
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This process's contiguous part of `items` (all of them in a single process)."""
+        if self.world == 1:
+            return list(items)
+        from accelerate import PartialState
+
+        with PartialState().split_between_processes(list(items)) as mine:
+            return list(mine)
 
     def gather(self, obj: Any) -> list[Any]:
         """Every process's `obj`, in rank order, on every process."""
         if self.world == 1:
             return [obj]
-        import torch.distributed as dist
+        from accelerate.utils import gather_object
 
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, obj)
-        return gathered
+        return gather_object([obj])
 
     def barrier(self) -> None:
         if self.world > 1:
-            import torch.distributed as dist
+            from accelerate import PartialState
 
-            dist.barrier()
+            PartialState().wait_for_everyone()
 
 
 _WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

@@ -185,7 +185,7 @@ class Evolution:
     # ---- run ----------------------------------------------------------------------------------------------
 
     def run(self, seed_rows: Sequence[dict[str, Any]]) -> list[SeedState]:
-        """Evolve this process's seeds (those it owns among `seed_rows`) from scratch or the last checkpoint."""
+        """Evolve this process's share of `seed_rows` from scratch or the last checkpoint."""
         if not self._restore():
             self._start(seed_rows)
         with progress_bar(total=self.config.iterations, desc="evolve", unit="iter") as bar:
@@ -204,7 +204,7 @@ class Evolution:
         return self.seeds
 
     def _start(self, seed_rows: Sequence[dict[str, Any]]) -> None:
-        owned = [(index, row) for index, row in enumerate(seed_rows) if self.dist.owns(index)]
+        owned = self.dist.share(list(enumerate(seed_rows)))
         verdicts = self.verifier.verify([{"instruction": row["instruction"]} for _, row in owned])
         self.seeds = [
             SeedState(

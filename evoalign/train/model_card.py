@@ -2,15 +2,14 @@
 
 It names the base model, data, exact command, hyper-parameters, tokenizer fix and final metrics, and
 says how to load the adapter with the same tokenizer (chat template, pad and end-of-turn tokens) that
-training used. Values pass through `scrub_secrets`.
+training used. The Hub metadata header is huggingface_hub's `ModelCardData`, the card a `ModelCard`. Values pass
+through `scrub_secrets`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from evoalign.io import atomic_write_text
 from evoalign.runinfo import package_versions
@@ -27,14 +26,15 @@ def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _front_matter(base_model: str, task: str, is_adapter: bool) -> str:
-    data: dict[str, Any] = {}
-    if "/" in base_model and not Path(base_model).exists():
-        data["base_model"] = base_model
-    data["library_name"] = "peft" if is_adapter else "transformers"
-    data["pipeline_tag"] = "text-generation"
-    data["tags"] = ["evoalign", "over-refusal", task, "trl", *(["lora"] if is_adapter else [])]
-    return "---\n" + yaml.safe_dump(data, sort_keys=False) + "---\n"
+def _card_data(base_model: str, task: str, is_adapter: bool) -> Any:
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
+        base_model=base_model if "/" in base_model and not Path(base_model).exists() else None,
+        library_name="peft" if is_adapter else "transformers",
+        pipeline_tag="text-generation",
+        tags=["evoalign", "over-refusal", task, "trl", *(["lora"] if is_adapter else [])],
+    )
 
 
 def render_model_card(
@@ -50,12 +50,16 @@ def render_model_card(
     tokenizer_fix: str,
     is_adapter: bool = True,
 ) -> str:
-    """Markdown of the model card (front matter for the Hub, then the sections)."""
+    """Markdown of the model card (the Hub metadata header, then the sections)."""
+    from huggingface_hub import ModelCard
+
     hyperparameters, metrics = scrub_secrets(hyperparameters), scrub_secrets(metrics)
     loader = "AutoPeftModelForCausalLM" if is_adapter else "AutoModelForCausalLM"
     package = "peft" if is_adapter else "transformers"
-    versions = "\n".join(f"- {package_name}: {version}" for package_name, version in package_versions().items())
-    return f"""{_front_matter(base_model, task, is_adapter)}
+    versions = "\n".join(
+        f"- {package_name}: {version or 'not installed'}" for package_name, version in package_versions().items()
+    )
+    body = f"""
 # {name}
 
 {"A LoRA adapter for" if is_adapter else "A fine-tune of"} `{base_model}` trained by evoalign's {_TASK_TITLES[task]}
@@ -90,6 +94,7 @@ tokenizer = AutoTokenizer.from_pretrained("{path}")  # same chat template, pad a
 
 {versions}
 """
+    return str(ModelCard(f"---\n{_card_data(base_model, task, is_adapter).to_yaml()}\n---\n{body}"))
 
 
 def write_model_card(output_dir: str | Path, **fields: Any) -> Path:
