@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -98,21 +97,13 @@ def test_adapter_changes_outputs(tiny_model_dir, tmp_path):
     assert a != pytest.approx(b)
 
 
-def test_bundled_model_loads_fast_after_conversion(smollm2_dir):
-    code = (
-        "import time, transformers, torch; from transformers import AutoTokenizer, AutoModelForCausalLM;"
-        "t=time.time(); from evoalign.models import load_model; load_model('smollm2'); print(time.time()-t)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout.strip().splitlines()[-1]) < 2.0
-
-
+@pytest.mark.slow  # launches a Python process
 def test_import_is_light():
-    code = "import sys, time; t=time.time(); import evoalign, evoalign.models; print(time.time()-t, 'torch' in sys.modules, 'transformers' in sys.modules)"
-    start = time.time()
+    """Importing evoalign and its model layer imports neither torch nor transformers (load times:
+    benchmarks/bundled_model.py)."""
+    code = "import sys; import evoalign, evoalign.models; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert time.time() - start < 5
-    assert float(out[0]) < 1.0 and out[1:] == ["False", "False"]
+    assert out == ["False", "False"]
 
 
 def test_shared_prefix_cache_gives_the_same_outputs(tiny_model_dir):
