@@ -18,92 +18,156 @@ RESPONDER_SYSTEM_PROMPT = (
 )
 
 
-def _help(text: str, default: Any = None) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class BuildConfig:
     """Build SFT and preference data from an evolved set (or an EvoRefuse-Align file)."""
 
     # inputs
-    evolved: str | None = _help("The evolve stage's output JSONL (give this or import_evorefuse).")
-    import_evorefuse: str | None = _help("A published EvoRefuse-Align file (.json/.jsonl) to build from instead.")
-    harmful_prompts: Any = _help(
-        "Harmful-prompt set for the safety mix: a registered benchmark (advbench, or {benchmark: advbench, limit: N} "
-        "for its first N prompts), or a source: a path or {path, fields: {instruction: COLUMN}, limit}."
+    evolved: str | None = field(
+        default=None, metadata={"help": "The evolve stage's output JSONL (give this or import_evorefuse)."}
     )
-    benchmark_dir: str | None = _help(
-        "Folder of the public benchmark files for offline machines (advbench/harmful_behaviors.csv, ...); unset: "
-        "$EVOALIGN_BENCHMARK_DIR, else the public location."
+    import_evorefuse: str | None = field(
+        default=None, metadata={"help": "A published EvoRefuse-Align file (.json/.jsonl) to build from instead."}
     )
-    output_dir: str = _help("Where the dataset, card, summary and response cache go.", "runs/data")
-    resume: bool = _help("Continue in a non-empty output_dir, reusing its cached model calls.", False)
-    seed: int = _help("Seed for generation, template choice, splits and mixing.", 42)
+    harmful_prompts: Any = field(
+        default=None,
+        metadata={
+            "help": "Harmful-prompt set for the safety mix: a registered benchmark (advbench, or {benchmark: advbench, limit: N} "
+            "for its first N prompts), or a source: a path or {path, fields: {instruction: COLUMN}, limit}."
+        },
+    )
+    benchmark_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the public benchmark files for offline machines (advbench/harmful_behaviors.csv, ...); unset: "
+            "$EVOALIGN_BENCHMARK_DIR, else the public location."
+        },
+    )
+    output_dir: str = field(
+        default="runs/data", metadata={"help": "Where the dataset, card, summary and response cache go."}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue in a non-empty output_dir, reusing its cached model calls."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for generation, template choice, splits and mixing."})
     # safety gate
-    verifier: Any = _help(
-        SPEC_HELP + ", verifying rows that carry no verdict now (unset: such rows need assume_verdict); the build "
-        "is always strict: only instructions verified benign get a compliant answer"
+    verifier: Any = field(
+        default=None,
+        metadata={
+            "help": SPEC_HELP
+            + ", verifying rows that carry no verdict now (unset: such rows need assume_verdict); the build "
+            "is always strict: only instructions verified benign get a compliant answer"
+        },
     )
-    verifier_voting: str = _help("How the verifier ensemble's votes combine: unanimous or majority.", "unanimous")
-    assume_verdict: str | None = _help(
-        "Verdict for rows without one when no verifier is set; only 'benign' (e.g. for the published EvoRefuse-"
-        "Align set, which its authors verified). Unset: such rows are dropped."
+    verifier_voting: str = field(
+        default="unanimous", metadata={"help": "How the verifier ensemble's votes combine: unanimous or majority."}
     )
-    evolved_harmful_as_safety: bool = _help(
-        "Evolved rows judged harmful join the safety set (refusal answer; the target's compliance as rejected).",
-        True,
+    assume_verdict: str | None = field(
+        default=None,
+        metadata={
+            "help": "Verdict for rows without one when no verifier is set; only 'benign' (e.g. for the published EvoRefuse-"
+            "Align set, which its authors verified). Unset: such rows are dropped."
+        },
+    )
+    evolved_harmful_as_safety: bool = field(
+        default=True,
+        metadata={
+            "help": "Evolved rows judged harmful join the safety set (refusal answer; the target's compliance as rejected)."
+        },
     )
     # compliant answers
-    responder: Any = _help("ChatModel spec (or mapping) that writes compliant answers.", "smollm2")
-    responder_system_prompt: str = _help("System prompt for the responder.", RESPONDER_SYSTEM_PROMPT)
-    judge: str = _help("Refusal judge spec that checks every written response.", "evoalign")
-    max_new_tokens: int = _help("Longest response, in tokens.", 384)
-    temperature: float = _help("Sampling temperature of the first attempt (0 = greedy).", 0.0)
-    retry_temperature: float = _help("Temperature for regenerations (each round with a new seed).", 0.8)
-    max_judge_doubt: float = _help(
-        "Largest judge probability of the other class that a written answer may have (its p_refusal for a "
-        "compliant answer); the rules judge gives 0 when sure and 0.25 when not, so 0.2 keeps only sure labels.",
-        0.2,
+    responder: Any = field(
+        default="smollm2", metadata={"help": "ChatModel spec (or mapping) that writes compliant answers."}
     )
-    max_retries: int = _help("Regenerations of a response the judge rejects before the row is dropped.", 3)
-    truncated: str = _help(
-        "Responses cut off at max_new_tokens: drop (regenerate, then drop the row), trim (to the last complete "
-        "sentence), or keep.",
-        "drop",
+    responder_system_prompt: str = field(
+        default=RESPONDER_SYSTEM_PROMPT, metadata={"help": "System prompt for the responder."}
+    )
+    judge: str = field(default="evoalign", metadata={"help": "Refusal judge spec that checks every written response."})
+    max_new_tokens: int = field(default=384, metadata={"help": "Longest response, in tokens."})
+    temperature: float = field(
+        default=0.0, metadata={"help": "Sampling temperature of the first attempt (0 = greedy)."}
+    )
+    retry_temperature: float = field(
+        default=0.8, metadata={"help": "Temperature for regenerations (each round with a new seed)."}
+    )
+    max_judge_doubt: float = field(
+        default=0.2,
+        metadata={
+            "help": "Largest judge probability of the other class that a written answer may have (its p_refusal for a "
+            "compliant answer); the rules judge gives 0 when sure and 0.25 when not, so 0.2 keeps only sure labels."
+        },
+    )
+    max_retries: int = field(
+        default=3, metadata={"help": "Regenerations of a response the judge rejects before the row is dropped."}
+    )
+    truncated: str = field(
+        default="drop",
+        metadata={
+            "help": "Responses cut off at max_new_tokens: drop (regenerate, then drop the row), trim (to the last complete "
+            "sentence), or keep."
+        },
     )
     # safety set
-    safety_ratio: float = _help("Safety rows per benign row in the SFT set (1.0 = the paper's equal mix).", 1.0)
-    refusal_writer: Any = _help("'template' or a ChatModel spec/mapping that writes refusals.", "template")
-    # preference pairs
-    target: Any = _help("ChatModel spec/mapping sampled for refusals when a benign row has none from evolution.")
-    target_condition: Any = _help("Prompt condition (name or list of messages) for the target.", "refusal_prone")
-    safety_target_condition: Any = _help(
-        "Prompt condition under which `target` is sampled for a compliant answer to each harmful row that has none "
-        "(the rejected side of safety pairs), e.g. 'default' for a model that complies without its safety prompt; "
-        "unset = only compliances from evolution."
+    safety_ratio: float = field(
+        default=1.0, metadata={"help": "Safety rows per benign row in the SFT set (1.0 = the paper's equal mix)."}
     )
-    target_samples: int = _help("Samples drawn from the target per row lacking a rejected response.", 4)
-    target_temperature: float = _help("Sampling temperature for the target.", 1.0)
+    refusal_writer: Any = field(
+        default="template", metadata={"help": "'template' or a ChatModel spec/mapping that writes refusals."}
+    )
+    # preference pairs
+    target: Any = field(
+        default=None,
+        metadata={"help": "ChatModel spec/mapping sampled for refusals when a benign row has none from evolution."},
+    )
+    target_condition: Any = field(
+        default="refusal_prone", metadata={"help": "Prompt condition (name or list of messages) for the target."}
+    )
+    safety_target_condition: Any = field(
+        default=None,
+        metadata={
+            "help": "Prompt condition under which `target` is sampled for a compliant answer to each harmful row that has none "
+            "(the rejected side of safety pairs), e.g. 'default' for a model that complies without its safety prompt; "
+            "unset = only compliances from evolution."
+        },
+    )
+    target_samples: int = field(
+        default=4, metadata={"help": "Samples drawn from the target per row lacking a rejected response."}
+    )
+    target_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for the target."})
     # training context
-    train_condition: Any = _help(
-        "Prompt condition (name or list of messages) put before every SFT and preference prompt, so the model is "
-        "trained in the context it is deployed with (e.g. its system prompt); unset = the bare request."
+    train_condition: Any = field(
+        default=None,
+        metadata={
+            "help": "Prompt condition (name or list of messages) put before every SFT and preference prompt, so the model is "
+            "trained in the context it is deployed with (e.g. its system prompt); unset = the bare request."
+        },
     )
     # CHES filter
-    policy: Any = _help("Model (hf spec or mapping) whose hidden states give CHES; unset = no CHES.")
-    ches_drop_fraction: float = _help("Fraction of pairs with the highest CHES to drop (needs policy).", 0.0)
-    ches_batch_size: int = _help("Sequences per forward pass when computing CHES.", 8)
+    policy: Any = field(
+        default=None, metadata={"help": "Model (hf spec or mapping) whose hidden states give CHES; unset = no CHES."}
+    )
+    ches_drop_fraction: float = field(
+        default=0.0, metadata={"help": "Fraction of pairs with the highest CHES to drop (needs policy)."}
+    )
+    ches_batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass when computing CHES."})
     # splits
-    test_size: float = _help("Fraction of benign rows in the test splits.", 0.1)
-    near_dup_threshold: float = _help("Word-shingle Jaccard at which two instructions are near-duplicates.", 0.5)
-    shingle_size: int = _help("Words per shingle for near-duplicate detection.", 3)
-    group_by_seed: bool = _help("Keep rows evolved from the same seed in the same split.", True)
+    test_size: float = field(default=0.1, metadata={"help": "Fraction of benign rows in the test splits."})
+    near_dup_threshold: float = field(
+        default=0.5, metadata={"help": "Word-shingle Jaccard at which two instructions are near-duplicates."}
+    )
+    shingle_size: int = field(default=3, metadata={"help": "Words per shingle for near-duplicate detection."})
+    group_by_seed: bool = field(
+        default=True, metadata={"help": "Keep rows evolved from the same seed in the same split."}
+    )
     # outputs
-    export_evorefuse: bool = _help("Also write all pairs as evorefuse_align.json (the published format).", False)
-    push_to_hub: bool = _help("Push the DatasetDict and card to the hub as hub_dataset_id.", False)
-    hub_dataset_id: str | None = _help("Hub dataset repo id for push_to_hub.")
-    hub_private: bool = _help("Create the hub dataset repo as private.", True)
+    export_evorefuse: bool = field(
+        default=False, metadata={"help": "Also write all pairs as evorefuse_align.json (the published format)."}
+    )
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Push the DatasetDict and card to the hub as hub_dataset_id."}
+    )
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset repo id for push_to_hub."})
+    hub_private: bool = field(default=True, metadata={"help": "Create the hub dataset repo as private."})
 
     def validate(self, where: str) -> None:
         """Reject inconsistent settings with a message naming the config and the key."""

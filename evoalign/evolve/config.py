@@ -18,70 +18,115 @@ RESUMABLE = frozenset(
 )
 
 
-def _help(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class EvolveConfig:
     """Evolve pseudo-malicious instructions from seed instructions (EvoRefuse search; see docs/evolve.md)."""
 
     # data
-    seeds: Any = _help(
-        "seed instructions: a .jsonl/.csv/.json file, a save_to_disk dir or a hub dataset id, or a mapping "
-        "{path, fields: {instruction: <column>}, split, subset, filter, limit}"
+    seeds: Any = field(
+        default=None,
+        metadata={
+            "help": "seed instructions: a .jsonl/.csv/.json file, a save_to_disk dir or a hub dataset id, or a mapping "
+            "{path, fields: {instruction: <column>}, split, subset, filter, limit}"
+        },
     )
-    output_dir: str = _help("run directory: config, checkpoints, response cache, evolved.jsonl, summary.json", "")
-    resume: bool = _help("continue the run in output_dir from its last checkpoint", False)
-    seed: int = _help("run seed: every random choice derives from (seed, seed index, iteration)", 0)
+    output_dir: str = field(
+        default="",
+        metadata={"help": "run directory: config, checkpoints, response cache, evolved.jsonl, summary.json"},
+    )
+    resume: bool = field(default=False, metadata={"help": "continue the run in output_dir from its last checkpoint"})
+    seed: int = field(
+        default=0, metadata={"help": "run seed: every random choice derives from (seed, seed index, iteration)"}
+    )
     # models
-    targets: list = _help(
-        "target models whose refusals are measured (fitness is averaged over them): specs or mappings "
-        "{spec, condition, name, <model options>}",
-        factory=lambda: ["smollm2"],
+    targets: list = field(
+        default_factory=lambda: ["smollm2"],
+        metadata={
+            "help": "target models whose refusals are measured (fitness is averaged over them): specs or mappings "
+            "{spec, condition, name, <model options>}"
+        },
     )
-    condition: Any = _help(
-        "prompt condition for the targets: default, safety_prior, refusal_prone, or a list of messages",
-        "safety_prior",
+    condition: Any = field(
+        default="safety_prior",
+        metadata={
+            "help": "prompt condition for the targets: default, safety_prior, refusal_prone, or a list of messages"
+        },
     )
-    mutator: Any = _help("mutator model spec or mapping; null runs the offline rule operators only", None)
-    verifier: Any = _help(SPEC_HELP, "rules")
-    verifier_voting: str = _help("how verifier votes combine: unanimous or majority", "unanimous")
-    verifier_strictness: str = _help("strict (only benign passes) or lenient (controversial passes too)", "strict")
-    judge: str = _help("refusal judge giving p_refusal: evoalign, xstest, evorefuse, llm:<spec>, ...", "evoalign")
+    mutator: Any = field(
+        default=None, metadata={"help": "mutator model spec or mapping; null runs the offline rule operators only"}
+    )
+    verifier: Any = field(default="rules", metadata={"help": SPEC_HELP})
+    verifier_voting: str = field(
+        default="unanimous", metadata={"help": "how verifier votes combine: unanimous or majority"}
+    )
+    verifier_strictness: str = field(
+        default="strict", metadata={"help": "strict (only benign passes) or lenient (controversial passes too)"}
+    )
+    judge: str = field(
+        default="evoalign",
+        metadata={"help": "refusal judge giving p_refusal: evoalign, xstest, evorefuse, llm:<spec>, ..."},
+    )
     # search
-    iterations: int = _help("T: evolution steps per seed", 5)
-    population: int = _help("L: verified mutants kept per seed and iteration", 4)
-    recombinations: int = _help("N: recombinant pairs drawn from the mutants per seed and iteration", 2)
-    recombination: str = _help("recombination operator: auto (llm with a mutator, else rule), llm, rule, none", "auto")
-    mutation_rounds: int = _help("most mutation rounds per iteration to reach L verified mutants", 3)
-    strategies: list | None = _help("strategy names (or the groups llm, rule); default: llm with a mutator", None)
-    strategies_file: str | None = _help("YAML file adding or replacing strategies (see docs/evolve.md)", None)
-    selection: str = _help("strategy selection: bandit, uniform, or fixed (the published order)", "bandit")
-    max_instruction_words: int = _help("candidates longer than this many words are dropped", 150)
-    # fitness
-    samples: int = _help("K: target responses sampled per candidate", 10)
-    fitness: str = _help("fitness form: paper (ELBO, lambda 0.03) or reference (published code, lambda 0.1)", "paper")
-    fitness_lambda: float | None = _help("weight of the log-prob confidence term; null uses the form's", None)
-    refusal_floor: float = _help("p_refusal is clamped to at least this before the log", 1e-3)
-    target_sampling: dict = _help(
-        "target sampling parameters (temperature, top_p, top_k, max_new_tokens)",
-        factory=lambda: {"temperature": 1.0, "top_p": 0.995, "top_k": 30, "max_new_tokens": 50},
+    iterations: int = field(default=5, metadata={"help": "T: evolution steps per seed"})
+    population: int = field(default=4, metadata={"help": "L: verified mutants kept per seed and iteration"})
+    recombinations: int = field(
+        default=2, metadata={"help": "N: recombinant pairs drawn from the mutants per seed and iteration"}
     )
-    mutator_sampling: dict = _help(
-        "mutator sampling parameters", factory=lambda: {"temperature": 1.0, "max_new_tokens": 256}
+    recombination: str = field(
+        default="auto",
+        metadata={"help": "recombination operator: auto (llm with a mutator, else rule), llm, rule, none"},
+    )
+    mutation_rounds: int = field(
+        default=3, metadata={"help": "most mutation rounds per iteration to reach L verified mutants"}
+    )
+    strategies: list | None = field(
+        default=None, metadata={"help": "strategy names (or the groups llm, rule); default: llm with a mutator"}
+    )
+    strategies_file: str | None = field(
+        default=None, metadata={"help": "YAML file adding or replacing strategies (see docs/evolve.md)"}
+    )
+    selection: str = field(
+        default="bandit", metadata={"help": "strategy selection: bandit, uniform, or fixed (the published order)"}
+    )
+    max_instruction_words: int = field(
+        default=150, metadata={"help": "candidates longer than this many words are dropped"}
+    )
+    # fitness
+    samples: int = field(default=10, metadata={"help": "K: target responses sampled per candidate"})
+    fitness: str = field(
+        default="paper",
+        metadata={"help": "fitness form: paper (ELBO, lambda 0.03) or reference (published code, lambda 0.1)"},
+    )
+    fitness_lambda: float | None = field(
+        default=None, metadata={"help": "weight of the log-prob confidence term; null uses the form's"}
+    )
+    refusal_floor: float = field(
+        default=1e-3, metadata={"help": "p_refusal is clamped to at least this before the log"}
+    )
+    target_sampling: dict = field(
+        default_factory=lambda: {"temperature": 1.0, "top_p": 0.995, "top_k": 30, "max_new_tokens": 50},
+        metadata={"help": "target sampling parameters (temperature, top_p, top_k, max_new_tokens)"},
+    )
+    mutator_sampling: dict = field(
+        default_factory=lambda: {"temperature": 1.0, "max_new_tokens": 256},
+        metadata={"help": "mutator sampling parameters"},
     )
     # annealing: tau_t = max(tau_min, tau_start - tau_decay * t)
-    tau_start: float = _help("annealing temperature at t = 0", 0.1)
-    tau_decay: float = _help("annealing temperature decrease per iteration", 0.005)
-    tau_min: float = _help("lowest annealing temperature", 0.05)
+    tau_start: float = field(default=0.1, metadata={"help": "annealing temperature at t = 0"})
+    tau_decay: float = field(default=0.005, metadata={"help": "annealing temperature decrease per iteration"})
+    tau_min: float = field(default=0.05, metadata={"help": "lowest annealing temperature"})
     # output
-    dedup: bool = _help("remove near-duplicates from the output, keeping the best-fitness row of each group", True)
-    dedup_threshold: float = _help("word n-gram Jaccard similarity at which two instructions are duplicates", 0.7)
-    dedup_ngram: int = _help("n of the word n-grams compared by dedup", 3)
-    fresh_samples: int = _help("fresh target samples per instruction for the seeds-vs-evolved refusal report", 10)
+    dedup: bool = field(
+        default=True,
+        metadata={"help": "remove near-duplicates from the output, keeping the best-fitness row of each group"},
+    )
+    dedup_threshold: float = field(
+        default=0.7, metadata={"help": "word n-gram Jaccard similarity at which two instructions are duplicates"}
+    )
+    dedup_ngram: int = field(default=3, metadata={"help": "n of the word n-grams compared by dedup"})
+    fresh_samples: int = field(
+        default=10, metadata={"help": "fresh target samples per instruction for the seeds-vs-evolved refusal report"}
+    )
 
     def validate(self, where: str) -> None:
         """Check values that a type check cannot (ranges, choices, required keys)."""
