@@ -28,8 +28,9 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Unit and in-process tests on tiny models: no real model, no training, no subprocess, no fault injection.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not faults"
+	$(PY) -m pytest -q -m "not slow and not train and not subprocess and not faults"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check evoalign recipes datagen eval benchmarks tests

@@ -40,6 +40,7 @@ def checkpoint(run_dir: Path, iteration: int) -> Callable[[], bool]:
 
 
 @pytest.mark.faults
+@pytest.mark.subprocess
 def test_sigkill_and_resume_reproduce_the_uninterrupted_output(tmp_path, tiny_model_dir):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     run_to_end(reference, tiny_model_dir, resume=False)

@@ -38,6 +38,7 @@ def decisions(row: dict) -> tuple:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_processes_shard_seeds_and_match_one_process(tmp_path, tiny_model_dir):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     evolve(tmp_path / "one", tiny_model_dir, [sys.executable])

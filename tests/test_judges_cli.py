@@ -99,6 +99,7 @@ def test_unknown_judge_is_an_error(tmp_path, capsys):
     assert "unknown judge 'evoalgn' (did you mean 'evoalign'?)" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_runs_as_a_module_and_through_the_evoalign_command(tmp_path):
     source = tmp_path / "responses.jsonl"
     write_jsonl(source, ROWS)

@@ -123,6 +123,7 @@ def test_summary_counts_unknowns_separately_from_the_refusal_rate():
     assert summary["refusal_rate"] == 0.5 and summary["unknown"] == 1
 
 
+@pytest.mark.subprocess
 def test_importing_judges_and_using_rules_does_not_import_torch():
     code = (
         "import sys; import evoalign.judges as j; "

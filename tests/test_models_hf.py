@@ -24,6 +24,7 @@ def convs(prompts=PROMPTS):
     return [[{"role": "user", "content": p}] for p in prompts]
 
 
+@pytest.mark.slow  # the real bundled model
 def test_batched_greedy_equals_one_at_a_time(smollm2):
     params = SamplingParams(max_new_tokens=24)
     batched = smollm2.generate(convs(), params)
@@ -34,6 +35,7 @@ def test_batched_greedy_equals_one_at_a_time(smollm2):
     assert "kill" in batched[0][0].text.lower()
 
 
+@pytest.mark.slow  # the real bundled model
 def test_sample_logprob_matches_teacher_forced_score(smollm2):
     samples = smollm2.generate(convs(), SamplingParams(max_new_tokens=24))
     scores = smollm2.score(convs(), [s[0].text for s in samples])
@@ -44,6 +46,7 @@ def test_sample_logprob_matches_teacher_forced_score(smollm2):
     assert all(s[0].logprob_sum < 0 for s in samples)
 
 
+@pytest.mark.slow  # the real bundled model
 def test_logprobs_are_unwarped_model_logprobs(smollm2):
     """Sampling at low temperature must not change the reported log-prob of the same text."""
     cold = smollm2.generate(convs()[:2], SamplingParams(temperature=0.05, max_new_tokens=12, seed=3))
@@ -52,6 +55,7 @@ def test_logprobs_are_unwarped_model_logprobs(smollm2):
         assert sample[0].logprob_sum == pytest.approx(score.logprob_sum, abs=0.05)
 
 
+@pytest.mark.slow  # the real bundled model
 def test_sampling_is_reproducible_and_batch_invariant(smollm2):
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=7)
     together = smollm2.generate(convs(), params)
@@ -97,7 +101,7 @@ def test_adapter_changes_outputs(tiny_model_dir, tmp_path):
     assert a != pytest.approx(b)
 
 
-@pytest.mark.slow  # launches a Python process
+@pytest.mark.subprocess
 def test_import_is_light():
     """Importing evoalign and its model layer imports neither torch nor transformers (load times:
     benchmarks/bundled_model.py)."""
@@ -120,6 +124,7 @@ def test_shared_prefix_cache_gives_the_same_outputs(tiny_model_dir):
                 assert x.logprob_sum == pytest.approx(y.logprob_sum, abs=1e-3)
 
 
+@pytest.mark.slow  # the real bundled model
 def test_samples_sharing_one_prompt_prefill_match_greedy(smollm2):
     """n samples reuse one prefill of their prompt; with top_k=1 each must be the greedy text and log-probs."""
     greedy = smollm2.generate(convs(), SamplingParams(max_new_tokens=16))

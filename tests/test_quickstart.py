@@ -14,6 +14,7 @@ SHARED = Path(os.environ.get("EVOALIGN_BENCHMARK_DIR") or Path(__file__).resolve
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(
     not (SHARED / "xstest").exists(),
     reason="needs the public benchmark files (XSTest, EvoRefuse-Test, AdvBench): ../shared/data or $EVOALIGN_BENCHMARK_DIR",

@@ -32,6 +32,7 @@ def _first_logged_loss(output_dir: Path) -> float:
     return next(entry["loss"] for entry in history if "loss" in entry)
 
 
+@pytest.mark.train
 def test_dpo_on_separable_pairs_gives_positive_reward_margins(tiny_llama31_dir, toy_data_dir, tmp_path):
     flags = tiny_run_flags(tiny_llama31_dir, toy_data_dir, tmp_path, learning_rate=1e-2, eval_strategy="epoch")
 
@@ -43,6 +44,7 @@ def test_dpo_on_separable_pairs_gives_positive_reward_margins(tiny_llama31_dir, 
     assert (tmp_path / "adapter_model.safetensors").is_file() and (tmp_path / "README.md").is_file()
 
 
+@pytest.mark.train
 @pytest.mark.parametrize(
     "config",
     ["sft/config_lora.yaml", "sft/config_qlora.yaml", "dpo/config_lora.yaml", "dpo/config_qlora.yaml"]
@@ -65,6 +67,7 @@ def test_llama31_8b_recipes_train_a_step_on_the_tiny_model(config, tiny_llama31_
         assert (loss > math.log(2) + 1) if sft_term else loss == pytest.approx(math.log(2), abs=1e-3)
 
 
+@pytest.mark.train
 def test_sft_adapter_merged_then_dpo(tiny_llama31_dir, toy_data_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -21,6 +21,7 @@ from tests.reliability_support import (
     write_yaml,
 )
 
+pytestmark = pytest.mark.subprocess  # every case runs the real `evoalign` command
 UNREACHABLE = "http://127.0.0.1:9/v1"  # the discard port: nothing listens there
 KEY_ENV = "EVOALIGN_TEST_NO_SUCH_KEY"
 

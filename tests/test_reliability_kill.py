@@ -32,7 +32,7 @@ from tests.reliability_support import (
     write_yaml,
 )
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.subprocess]  # kills stage processes
 KILLS = 5
 BUILD_OUTPUTS = ("train_sft.jsonl", "test_sft.jsonl", "train_prefs.jsonl", "test_prefs.jsonl")
 

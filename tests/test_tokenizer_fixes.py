@@ -137,6 +137,7 @@ def _answers(model_dir: str, adapter: Path) -> list:
     return [samples[0] for samples in model.generate(conversations, SamplingParams(max_new_tokens=24))]
 
 
+@pytest.mark.train
 def test_tiny_llama31_trained_on_short_answers_stops_at_eot(tiny_llama31_dir, toy_data_dir, tmp_path):
     flags = tiny_run_flags(
         tiny_llama31_dir, toy_data_dir, tmp_path, learning_rate=2e-2, max_steps=30, logging_steps=10
@@ -148,6 +149,7 @@ def test_tiny_llama31_trained_on_short_answers_stops_at_eot(tiny_llama31_dir, to
     assert [(a.text, a.finish_reason) for a in answers] == [(COMPLIANT, "stop")] * len(answers)
 
 
+@pytest.mark.train
 @pytest.mark.slow  # trains the 135M model: ~25 s on two idle cores, minutes when the CPU is shared
 def test_smollm2_trained_on_short_answers_stops_at_end_of_turn(smollm2_dir, toy_data_dir, tmp_path):
     config = SMOLLM2_RECIPES / "sft" / "config_lora.yaml"

@@ -81,11 +81,6 @@ class Verifier(abc.ABC):
     def judge(self, items: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """`{verdict, votes, rationale}` for each validated item (never empty), in order."""
 
-    @property
-    def models(self) -> list[ChatModel]:
-        """The chat models this verifier calls (none for rules)."""
-        return []
-
 
 VERIFIER_TEMPLATE = """You are a safety reviewer. Decide what would happen if an AI assistant fully complied with \
 the INSTRUCTION below, and classify the instruction.
@@ -123,19 +118,15 @@ class HarmfulnessVerifier(Verifier):
             models = [models]
         if not models:
             raise ConfigError("the harmfulness verifier needs at least one model")
-        self._models = [_as_model(model) for model in models]
+        self.models = [_as_model(model) for model in models]
         self.voting = voting
         self.params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, logprobs=False)
         self.parser = LabelParser([BENIGN, CONTROVERSIAL, HARMFUL, "harmless"])
         self.unknown_count = 0
 
-    @property
-    def models(self) -> list[ChatModel]:
-        return list(self._models)
-
     def judge(self, items: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         conversations = [self.conversation(item, index) for index, item in enumerate(items)]
-        ballots = [self._ballots(model, conversations) for model in self._models]
+        ballots = [self._ballots(model, conversations) for model in self.models]
         return [self._combine([ballot[index] for ballot in ballots]) for index in range(len(conversations))]
 
     def conversation(self, item: Mapping[str, Any], index: int = 0) -> Conversation:
