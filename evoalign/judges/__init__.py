@@ -1,8 +1,10 @@
 """Refusal judges and the harmfulness verifier.
 
-`get_judge(spec, **options)` resolves a judge by name: `xstest`, `evorefuse` and `evoalign` string rules,
-`llm:<model spec>`, `classifier:<hf id or path>` and `cascade:<model spec>`. Every judge has
-`classify(items) -> list[dict]` over `{prompt, response}` items. `HarmfulnessVerifier` judges instructions as
+`get_judge(spec, **options)` resolves a judge by name: `evoalign` (the default: a calibrated classifier over
+lexical features of prompt and response, trained on human labels), the `evoalign-rules`, `xstest` and `evorefuse`
+string rules, `llm:<model spec>`, `classifier:<hf id or path>` and `cascade:<model spec>`. Every judge has
+`classify(items) -> list[dict]` over `{prompt, response}` items, and says with `calibrated` whether its
+`p_refusal` is a probability. `HarmfulnessVerifier` judges instructions as
 benign, controversial or harmful with an ensemble of chat models. Importing this package does not import
 torch: model-backed judges load their backends when they are built.
 """
@@ -28,6 +30,7 @@ from evoalign.judges.cascade import CascadeJudge
 from evoalign.judges.llm import LLMJudge
 from evoalign.judges.metrics import agreement, summarize
 from evoalign.judges.rules import EvoalignRules, EvoRefuseRules, RuleJudge, XSTestRules
+from evoalign.judges.trained import TrainedJudge
 from evoalign.judges.verifier import HarmfulnessVerifier
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "LLMJudge",
     "RefusalJudge",
     "RuleJudge",
+    "TrainedJudge",
     "XSTestRules",
     "agreement",
     "get_judge",
@@ -62,7 +66,8 @@ def _classifier(model: str, **options: Any) -> RefusalJudge:
 
 register_judge("xstest", XSTestRules)
 register_judge("evorefuse", EvoRefuseRules)
-register_judge("evoalign", EvoalignRules)
+register_judge("evoalign", TrainedJudge)
+register_judge("evoalign-rules", EvoalignRules)
 register_judge("llm", LLMJudge, takes_argument=True)
 register_judge("cascade", CascadeJudge, takes_argument=True)
 register_judge("classifier", _classifier, takes_argument=True)
