@@ -55,7 +55,8 @@ class BuildConfig:
     retry_temperature: float = _help("Temperature for regenerations (each round with a new seed).", 0.8)
     max_judge_doubt: float = _help(
         "Largest judge probability of the other class that a written answer may have (its p_refusal for a "
-        "compliant answer); the rules judge gives 0 when sure and 0.25 when not, so 0.2 keeps only sure labels.",
+        "compliant answer). Meaningful with a calibrated judge such as the default evoalign; string rules give "
+        "0 or 1, so with them only the label counts.",
         0.2,
     )
     max_retries: int = _help("Regenerations of a response the judge rejects before the row is dropped.", 3)
