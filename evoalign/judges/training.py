@@ -132,20 +132,12 @@ def _log_loss(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0)
     return float((log_norm - scaled[np.arange(len(targets)), targets]).mean())
 
 
-def _fit_regression(
-    space: FeatureSpace,
-    raws: Sequence[dict[str, float]],
-    targets: np.ndarray,
-    weights: np.ndarray,
-    c: float,
-    settings: FitSettings,
-) -> Any:
+def _fit_regression(matrix: Any, targets: np.ndarray, weights: np.ndarray, c: float, max_iter: int) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     if len(set(targets.tolist())) != len(CLASSES):
         raise DataError(f"training rows must have all of {', '.join(CLASSES)}")
-    model = LogisticRegression(C=c, max_iter=settings.max_iter)
-    return model.fit(_matrix(space, raws), targets, sample_weight=weights)
+    return LogisticRegression(C=c, max_iter=max_iter).fit(matrix, targets, sample_weight=weights)
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -173,17 +165,16 @@ def fit(
     with threadpool_limits(1):
         for train, test in grouped_folds(rows, settings.folds, settings.seed):
             space = FeatureSpace.fit([raws[i] for i in train])
+            train_matrix = _matrix(space, [raws[i] for i in train])
             test_matrix = _matrix(space, [raws[i] for i in test])
             for c in settings.c_grid:
-                regression = _fit_regression(
-                    space, [raws[i] for i in train], targets[train], weights[train], c, settings
-                )
+                regression = _fit_regression(train_matrix, targets[train], weights[train], c, settings.max_iter)
                 held_out[c][test] = regression.decision_function(test_matrix)
         losses = {c: _log_loss(logits, targets) for c, logits in held_out.items()}
         best = min(settings.c_grid, key=lambda c: (losses[c], c))
         temperature = fit_temperature(held_out[best], targets)
         space = FeatureSpace.fit(raws)
-        regression = _fit_regression(space, raws, targets, weights, best, settings)
+        regression = _fit_regression(_matrix(space, raws), targets, weights, best, settings.max_iter)
     metadata = {
         "rows": len(rows),
         "C": best,
