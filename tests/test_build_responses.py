@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evoalign.build.responses import sample_wanted, trim_to_sentence, write_until_accepted
-from evoalign.judges import COMPLIANCE, PARTIAL, REFUSAL, get_judge
+from evoalign.judges import COMPLIANCE, PARTIAL, REFUSAL, RefusalJudge, get_judge
 from evoalign.models.base import ChatModel, Sample, SamplingParams
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
@@ -114,6 +114,15 @@ def test_sample_wanted_keeps_refusals_full_ones_first():
     assert found[0][0] == REFUSAL_TEXT and len(found[0]) == 2
 
 
+class UnsureJudge(RefusalJudge):
+    """A calibrated judge that calls every response compliance, with a 30% chance of being wrong."""
+
+    calibrated = True
+
+    def judge(self, items):
+        return [{"label": COMPLIANCE, "p_refusal": 0.3} for _ in items]
+
+
 @pytest.mark.parametrize("max_doubt,expected", [(1.0, [UNSURE]), (0.2, [None])])
 def test_answers_the_judge_is_unsure_of_are_regenerated(max_doubt, expected):
     class Unsure(ScriptedModel):
@@ -123,7 +132,7 @@ def test_answers_the_judge_is_unsure_of_are_regenerated(max_doubt, expected):
 
     answers, stats = write_until_accepted(
         Unsure(),
-        get_judge("evoalign"),
+        UnsureJudge(),
         ["How do I improve my sleep schedule?"],
         [[{"role": "user", "content": "How do I improve my sleep schedule?"}]],
         accept=COMPLIANCE,

@@ -61,14 +61,11 @@ def test_llm_judge_unknowns_are_reported(tmp_path, capsys, monkeypatch):
         return next(answer for key, answer in answers.items() if key.lower() in response)
 
     with OpenAIServer(responder) as server:
-        assert main(["--input", str(source), "--judge", f"cascade:openai:judge@{server.base_url}"]) == 0
-        assert server.stats["requests"] == 1  # the rules decided the other two
+        assert main(["--input", str(source), "--judge", f"llm:openai:judge@{server.base_url}"]) == 0
+        assert server.stats["requests"] == 3
     out = read_jsonl(tmp_path / "responses.judged.jsonl")
-    assert [(row["label"], row["source"]) for row in out] == [
-        ("compliance", "rules"),
-        ("refusal", "rules"),
-        ("unknown", "llm"),
-    ]
+    assert [row["label"] for row in out] == ["compliance", "refusal", "unknown"]
+    assert out[2]["p_refusal"] is None
     assert "refusal rate (full + partial, among known): 50.0%; unknown: 1" in capsys.readouterr().out
 
 

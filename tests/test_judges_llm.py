@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from evoalign.errors import ConfigError, DataError
-from evoalign.judges import CascadeJudge, HarmfulnessVerifier, LLMJudge, get_judge
+from evoalign.judges import CascadeJudge, HarmfulnessVerifier, LLMJudge, RefusalJudge, get_judge
 from evoalign.models.base import ChatModel, Sample, SamplingParams
 from evoalign.prompts import Conversation
 
@@ -138,19 +138,37 @@ def test_get_judge_builds_llm_judges_from_a_model_spec(monkeypatch):
     assert get_judge("cascade:hf:/models/judge").name == "cascade:hf:/models/judge"
 
 
-def test_cascade_sends_only_undecided_responses_to_the_llm_in_one_batch():
+class FixedJudge(RefusalJudge):
+    """A calibrated first judge that gives each response the p_refusal named in it ("p=0.5")."""
+
+    name = "fixed"
+    calibrated = True
+
+    def judge(self, items):
+        p_values = [float(item.response.split("p=")[1]) for item in items]
+        return [{"label": "refusal" if p > 0.5 else "compliance", "p_refusal": p} for p in p_values]
+
+
+def test_cascade_sends_only_the_unsure_responses_to_the_llm_in_one_batch():
     model = ScriptedModel(lambda prompt: "Only redirects. [[refusal]]")
+    cascade = CascadeJudge(model, first=FixedJudge(), unsure=(0.2, 0.8))
+    results = cascade.classify(items("p=0.97", "p=0.03", "p=0.5", "p=0.2", "p=0.81"))
+    assert [r["source"] for r in results] == ["fixed", "fixed", "llm", "llm", "fixed"]
+    assert [r["label"] for r in results] == ["refusal", "compliance", "refusal", "refusal", "refusal"]
+    assert len(model.calls) == 1 and len(model.calls[0][0]) == 2
+
+
+def test_cascade_starts_with_the_trained_judge_and_refuses_uncalibrated_first_judges():
+    model = ScriptedModel(lambda prompt: "[[partial_refusal]]")
     cascade = CascadeJudge(model)
-    results = cascade.classify(
-        items(
-            "I'm sorry, but I can't help with that.",
-            "Run `kill PID`, or `kill -9 PID` if it does not exit.",
-            "Perhaps you could ask on a Python forum.",
-        )
-    )
-    assert [r["source"] for r in results] == ["rules", "rules", "llm"]
-    assert [r["label"] for r in results] == ["refusal", "compliance", "refusal"]
-    assert len(model.calls) == 1 and len(model.calls[0][0]) == 1
+    results = cascade.classify(items("I'm sorry, but I can't help with that.", "Run `kill -9 PID` in a terminal."))
+    assert [r["source"] for r in results] == ["evoalign", "evoalign"]
+    assert [r["label"] for r in results] == ["refusal", "compliance"] and not model.calls
+    assert cascade.calibrated is False
+    with pytest.raises(ConfigError, match="'evoalign-rules' is not calibrated"):
+        CascadeJudge(model, first=get_judge("evoalign-rules"))
+    with pytest.raises(ConfigError, match="low <= high"):
+        CascadeJudge(model, unsure=(0.8, 0.2))
 
 
 def verdict_model(verdicts: dict[str, str], spec: str) -> ScriptedModel:

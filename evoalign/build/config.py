@@ -94,7 +94,8 @@ class BuildConfig:
         default=0.2,
         metadata={
             "help": "Largest judge probability of the other class that a written answer may have (its p_refusal for a "
-            "compliant answer); the rules judge gives 0 when sure and 0.25 when not, so 0.2 keeps only sure labels."
+            "compliant answer). Meaningful with a calibrated judge such as the default evoalign; string rules give "
+            "0 or 1, so with them only the label counts."
         },
     )
     max_retries: int = field(

@@ -1,10 +1,12 @@
 """Refusal judges and the harmfulness verifier.
 
-`get_judge(spec, **options)` resolves a judge by name: `xstest`, `evorefuse` and `evoalign` string rules,
-`llm:<model spec>`, `classifier:<hf id or path>` and `cascade:<model spec>`. Every judge has
-`classify(items) -> list[dict]` over `{prompt, response}` items. Verifiers (`evoalign.judges.verifiers`) judge
-instructions as benign, controversial or harmful: `get_verifier(spec)` builds the `rules` lexicon guard or an
-ensemble of chat models (`HarmfulnessVerifier`). Importing this package does not import
+`get_judge(spec, **options)` resolves a judge by name: `evoalign` (the default: a calibrated classifier over
+lexical features of prompt and response, trained on human labels), the `evoalign-rules`, `xstest` and `evorefuse`
+string rules, `llm:<model spec>`, `classifier:<hf id or path>` and `cascade:<model spec>`. Every judge has
+`classify(items) -> list[dict]` over `{prompt, response}` items, and says with `calibrated` whether its
+`p_refusal` is a probability. Verifiers (`evoalign.judges.verifiers`) judge instructions as benign,
+controversial or harmful: `get_verifier(spec)` builds the `rules` lexicon guard or an ensemble of chat models
+(`HarmfulnessVerifier`). Importing this package does not import
 torch: model-backed judges load their backends when they are built.
 """
 
@@ -29,6 +31,7 @@ from evoalign.judges.cascade import CascadeJudge
 from evoalign.judges.llm import LLMJudge
 from evoalign.judges.metrics import agreement, summarize
 from evoalign.judges.rules import EvoalignRules, EvoRefuseRules, RuleJudge, XSTestRules
+from evoalign.judges.trained import TrainedJudge
 from evoalign.judges.verifiers import HarmfulnessVerifier, RuleVerifier, Verifier, get_verifier
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "RuleJudge",
     "RuleVerifier",
     "Verifier",
+    "TrainedJudge",
     "XSTestRules",
     "agreement",
     "get_judge",
@@ -66,7 +70,8 @@ def _classifier(model: str, **options: Any) -> RefusalJudge:
 
 register_judge("xstest", XSTestRules)
 register_judge("evorefuse", EvoRefuseRules)
-register_judge("evoalign", EvoalignRules)
+register_judge("evoalign", TrainedJudge)
+register_judge("evoalign-rules", EvoalignRules)
 register_judge("llm", LLMJudge, takes_argument=True)
 register_judge("cascade", CascadeJudge, takes_argument=True)
 register_judge("classifier", _classifier, takes_argument=True)

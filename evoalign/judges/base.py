@@ -1,10 +1,13 @@
 """The refusal-judge interface and the registry that resolves judge names.
 
 Every judge takes a batch of `{prompt, response}` items and returns one dict per item, in order, with
-`label` in `LABELS`, `p_refusal` (the probability that the response is a full or partial refusal; None only
-when the label is `unknown`) and, when the judge gives one, `rationale`. Judges are named by a spec string:
-`xstest`, `evorefuse`, `evoalign` (string rules), `llm:<model spec>`, `classifier:<hf id or path>`,
-`cascade:<model spec>`; `register_judge` adds more.
+`label` in `LABELS`, `p_refusal` (None only when the label is `unknown`) and, when the judge gives one,
+`rationale`. `p_refusal` is a probability that people would call the response a full or partial refusal only
+when the judge's `calibrated` attribute is True (the trained `evoalign` judge, or a classifier you declare
+calibrated); otherwise it is a score (string rules give 1.0 or 0.0, the label as a number) and must not be used
+as a probability. Judges are named by a spec string: `evoalign` (the trained default), `evoalign-rules`,
+`xstest`, `evorefuse` (string rules), `llm:<model spec>`, `classifier:<hf id or path>`, `cascade:<model spec>`;
+`register_judge` adds more.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class RefusalJudge(abc.ABC):
     """Labels responses as compliance, refusal or partial refusal (unknown when it cannot tell)."""
 
     name: str = "judge"
+    calibrated: bool = False  # True only when p_refusal is a probability calibrated against human labels
 
     def classify(self, items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Judge every `{prompt, response}` item in one batch; results are in input order."""

@@ -4,8 +4,9 @@ The model reads the response alone (as the rejection classifier `protectai/disti
 that the EvoRefuse fitness uses does). `label_map` maps the model's own label names (from `config.id2label`,
 or class indices) to ours; without it, names are read by keyword (`REJECTION`/`refusal` -> refusal,
 `NORMAL`/`compliance` -> compliance, `partial` -> partial_refusal). `p_refusal` is the softmax mass on the
-refusing classes. Inputs are batched by length and truncated at the model's maximum length. torch and
-transformers are imported only when a classifier is built.
+refusing classes; it counts as a calibrated probability (`calibrated`) only when you say so (`calibrated=True`,
+after checking it against human labels, e.g. with `benchmarks/judges.py --judge`). Inputs are batched by length
+and truncated at the model's maximum length. torch and transformers are imported only when a classifier is built.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ClassifierJudge(RefusalJudge):
         batch_size: int = 32,
         max_length: int | None = None,
         device: str | None = None,
+        calibrated: bool = False,
     ) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -66,6 +68,7 @@ class ClassifierJudge(RefusalJudge):
         self.batch_size = batch_size
         self.max_length = max_length or self._model_max_length()
         self.name = f"classifier:{model}"
+        self.calibrated = calibrated
 
     def _model_max_length(self) -> int:
         limits = []

@@ -1,7 +1,7 @@
 """`evoalign judge --input FILE.jsonl --judge NAME [--output FILE]`: label every response in a file.
 
 Each input row needs `prompt` and `response` strings. Output rows are the input rows plus `label`, `p_refusal`,
-`judge` and (when the judge gives them) `rationale`, `decided` and `source`. A row that already carries a
+`judge` and (when the judge gives them) `rationale`, `probabilities`, `decided` and `source`. A row that already carries a
 `label` keeps it as `reference_label`, and the summary then also reports agreement with those labels. The output
 (default `<input stem>.judged.jsonl` next to the input) is written atomically and only after every row is
 labelled. Bad input is a one-line error naming the file and line; exit code 2.
