@@ -19,7 +19,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evoalign.config import parse_config
 from evoalign.errors import ConfigError, run_main
@@ -73,7 +72,9 @@ class JudgeTrainingConfig:
         default_factory=lambda: [0.3, 1.0, 3.0, 10.0],
         metadata={"help": "Inverse L2 strengths tried; the one with the lowest grouped held-out log-loss is used."},
     )
-    folds: int = field(default=5, metadata={"help": "Grouped (by prompt) folds used to choose C and fit the temperature."})
+    folds: int = field(
+        default=5, metadata={"help": "Grouped (by prompt) folds used to choose C and fit the temperature."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the fold assignment."})
     max_iter: int = field(default=5000, metadata={"help": "L-BFGS iteration limit of each logistic-regression fit."})
 
@@ -106,7 +107,9 @@ SHIPPED_CONFIG = Path(__file__).with_name("data") / "evoalign_judge.yaml"
 
 def shipped_settings() -> FitSettings:
     """The fit settings of the shipped weights, read from their YAML config (as `benchmarks/judges.py` uses)."""
-    return parse_training_config(["--config", str(SHIPPED_CONFIG), "--xstest_completions", "-", "--output", "-"]).settings()
+    return parse_training_config(
+        ["--config", str(SHIPPED_CONFIG), "--xstest_completions", "-", "--output", "-"]
+    ).settings()
 
 
 def _sha256(path: Path) -> str:
