@@ -1,8 +1,9 @@
 """Text normalisation and the one near-duplicate detector that every stage uses.
 
-`normalize` is the key for exact duplicates: lower-cased words joined by single spaces, so case, punctuation and
-spacing do not make two instructions different (the evolve stage's unchanged or repeated rewrites, the build's
-duplicate rows).
+`normalize` is the key for duplicate rows: lower-cased words joined by single spaces, so case, punctuation and
+spacing do not make two instructions different (the build's duplicate rows). `same_text_key` is stricter: only
+case and spacing are ignored, so a rewrite that changes punctuation ("How?" -> "How.") counts as new (the evolve
+stage's unchanged or repeated rewrites, whose search depends on it).
 
 Two texts are near-duplicates when the Jaccard similarity of their word n-gram ("shingle") sets reaches a
 threshold. `similar_pairs` finds every such pair exactly, not approximately, with prefix filtering (the AllPairs
@@ -27,8 +28,13 @@ def words(text: str) -> list[str]:
 
 
 def normalize(text: str) -> str:
-    """Lower-cased words joined by single spaces: the key for exact duplicates."""
+    """Lower-cased words joined by single spaces: the key for duplicate rows."""
     return " ".join(words(text))
+
+
+def same_text_key(text: str) -> str:
+    """Lower-cased text with runs of whitespace made single spaces: equal keys mean the same text."""
+    return " ".join(text.lower().split())
 
 
 def shingles(text: str, n: int = 3) -> frozenset[str]:

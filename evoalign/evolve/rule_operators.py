@@ -21,7 +21,7 @@ from difflib import SequenceMatcher
 
 from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.strategies import Strategy
-from evoalign.text import normalize
+from evoalign.text import same_text_key
 
 _PLACEHOLDER = re.compile(r"\{(?:instruction|lower)\}")
 MIN_SHARED_WORDS = 3
@@ -45,12 +45,12 @@ def _continues_sentence(opener: str) -> bool:
 
 def _literal(option: str) -> str:
     """The longest fixed part of an option (a frame's text around its placeholder), normalised."""
-    return max((normalize(part) for part in _PLACEHOLDER.split(option)), key=len)
+    return max((same_text_key(part) for part in _PLACEHOLDER.split(option)), key=len)
 
 
 def _fresh(options: tuple[str, ...], text: str, rng: random.Random) -> str | None:
     """A random option not already present in the text (so repeated mutations do not stack duplicates)."""
-    unused = [option for option in options if _literal(option) not in normalize(text)]
+    unused = [option for option in options if _literal(option) not in same_text_key(text)]
     return rng.choice(unused) if unused else None
 
 
@@ -109,9 +109,9 @@ def recombine(first: str, second: str) -> Proposal:
     head_b, tail_b = words_b[: match.b], words_b[match.b + match.size :]
     stacked = _stacked(head_a, core_a, head_b, core_b)
     children = [head_a + core_a + tail_b, head_b + core_b + tail_a] + ([stacked + tail_a + tail_b] if stacked else [])
-    parents = {normalize(first), normalize(second)}
+    parents = {same_text_key(first), same_text_key(second)}
     for words in children:
         child = " ".join(words)
-        if normalize(child) not in parents:
+        if same_text_key(child) not in parents:
             return Proposal(child, RECOMBINATION_REASON.format(core=" ".join(core_a)))
     return Proposal.failed("no_new_combination")

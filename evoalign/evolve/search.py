@@ -40,7 +40,7 @@ from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import Strategy
 from evoalign.judges.verifiers import Verifier
 from evoalign.progress import progress_bar
-from evoalign.text import normalize
+from evoalign.text import same_text_key
 
 
 def derive_seed(*keys: Any) -> int:
@@ -315,17 +315,18 @@ class Evolution:
         to_verify: list[_Pending] = []
         for item in pending:
             known = seen.setdefault(
-                item.seed.index, {normalize(text) for text in [item.seed.instruction, *_texts(pools[item.seed.index])]}
+                item.seed.index,
+                {same_text_key(text) for text in [item.seed.instruction, *_texts(pools[item.seed.index])]},
             )
             stats = _operator_counters(counters, item.operator)
             stats["attempts"] += 1
             failure = item.proposal.failure
-            if failure is None and normalize(item.proposal.instruction) in known:
+            if failure is None and same_text_key(item.proposal.instruction) in known:
                 failure = "duplicate"
             if failure is not None:
                 stats["failures"][failure] = stats["failures"].get(failure, 0) + 1
                 continue
-            known.add(normalize(item.proposal.instruction))
+            known.add(same_text_key(item.proposal.instruction))
             to_verify.append(item)
         verdicts = self.verifier.verify(
             [{"instruction": i.proposal.instruction, "reason": i.proposal.reason} for i in to_verify]
