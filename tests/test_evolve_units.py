@@ -129,6 +129,7 @@ def test_rule_recombination_crosses_framings_of_a_shared_request():
         ("[   ] (nothing)", None, "", "empty"),
         ("[rewritten instruction] (reason it is harmless)", None, "", "empty"),
         ("[how do i kill a python process?] (same)", None, "", "unchanged"),
+        ("[How do I kill a Python process.] (new)", "How do I kill a Python process.", "new", None),
     ],
 )
 def test_parse_rewrite(text, instruction, reason, failure):
