@@ -43,6 +43,7 @@ from evoalign.judges.verifiers import SPEC_HELP, check_options, get_verifier
 from evoalign.judges.verifiers import model_specs as verifier_models
 from evoalign.models.pool import ModelPool
 from evoalign.runinfo import write_run_info
+from evoalign.secrets import scrub_secrets
 from evoalign.sources import load_source
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -279,7 +280,7 @@ def measure(config: DataQualityConfig) -> dict[str, Any]:
             result["targets"] = target_metrics(instructions, config, pool, judge)
         if config.verifier is not None:
             result["verifier"] = verifier_metrics(instructions, config, pool)
-    atomic_write_json(out / "data_quality.json", result)
+    atomic_write_json(out / "data_quality.json", scrub_secrets(result))
     return result
 
 

@@ -33,6 +33,8 @@ from evoalign.models.base import Sample
 from evoalign.models.pool import ModelPool
 from evoalign.prompts import CONDITIONS, Message, condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
+from evoalign.runlock import RunLock, check_unlocked
+from evoalign.secrets import scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ def _entry(raw: Any, index: int, config: EvalConfig) -> ModelEntry:
     backend, _, _ = parse_spec(options)
     if backend in ("smollm2", "hf"):
         options.setdefault("batch_size", config.batch_size)
-    default_name = raw["spec"] + (f"+{Path(raw['adapter']).name}" if raw.get("adapter") else "")
+    default_name = scrub_secrets(raw["spec"]) + (f"+{Path(raw['adapter']).name}" if raw.get("adapter") else "")
     conditions = raw.get("condition", config.conditions)
     conditions = [conditions] if isinstance(conditions, str) else list(conditions)
     for condition in conditions:
@@ -260,12 +262,22 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed, local_dir=config.benchmark_dir)
     out = Path(config.output_dir)
+    check_unlocked(out)
+    with RunLock(out, "eval") as lock:
+        report = _evaluate(config, entries, suite, lock)
+        atomic_write_json(out / REPORT_NAME, report)
+        render(report, out)
+    return report
+
+
+def _evaluate(config: EvalConfig, entries: list[ModelEntry], suite: list[Any], lock: RunLock) -> dict[str, Any]:
+    out = lock.run_dir
     runs = []
     with ModelPool(out / "responses.sqlite") as pool:
         judges = (load_judge(config.judge, pool), get_judge(PRR_JUDGE))
         pool.check(entry.options for entry in entries)
         judges[0].check()
-        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         write_run_info(out, config_to_dict(config), stage="eval")
         for entry in entries:
             model = pool.get(entry.options, entry.name)
@@ -283,6 +295,4 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "runs": runs,
         "config": config_to_dict(config),
     }
-    atomic_write_json(out / REPORT_NAME, report)
-    render(report, out)
-    return report
+    return scrub_secrets(report)
