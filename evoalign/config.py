@@ -124,15 +124,47 @@ def check_type(name: str, value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any or annotation is object:
         return value
     expected = origin or annotation
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    if expected in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: '{name}' must be {expected.__name__}, got {value!r}")
+    if expected is float and isinstance(value, int):
         return float(value)
     if expected in (list, tuple) and isinstance(value, (list, tuple)):
-        return list(value)
+        items = list(value)
+        if args and args[0] is not Any and (expected is list or args[-1] is Ellipsis):
+            items = [check_type(f"{name}[{i}]", item, args[0], where) for i, item in enumerate(items)]
+        return tuple(items) if expected is tuple else items
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: '{name}' must be true or false, got {value!r}")
     if isinstance(expected, type) and not isinstance(value, expected):
         raise ConfigError(f"{where}: '{name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    if expected is dict and len(args) == 2:
+        return {
+            check_type(f"{name} key", key, args[0], where): check_type(f"{name}.{key}", item, args[1], where)
+            for key, item in value.items()
+        }
     return value
+
+
+def check_fields(cls: type[T], data: Any, where: str) -> T:
+    """An instance of the dataclass `cls` from a mapping (a nested config value such as a data source or sampling
+    parameters), checked like a config file: unknown keys with a "did you mean", types, the class's own checks
+    (`__post_init__`) and its `validate(where)` hook; every problem is a ConfigError naming `where`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__} {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(str(unknown[0]), fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: check_type(key, value, hints[key], where) for key, value in data.items()}
+    try:
+        instance = cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+    validate = getattr(instance, "validate", None)
+    if callable(validate):
+        validate(where)
+    return instance
 
 
 class ConfigParser(TrlParser):
