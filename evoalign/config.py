@@ -229,25 +229,35 @@ class ConfigParser(TrlParser):
             kind = getattr(action.type, "__name__", "value")
             raise ConfigError(f"{where}: '{name}' must be {kind}, got {value!r}") from None
 
-    def parse_mapping(self, data: Mapping[str, Any], where: str = "config") -> tuple[Any, ...]:
-        """The configs for a mapping of key -> value (a YAML file's content, or flags already merged into it)."""
+    def parse_mapping(
+        self, data: Mapping[str, Any], where: str = "config", origins: Mapping[str, str] | None = None
+    ) -> tuple[Any, ...]:
+        """The configs for a mapping of key -> value (a YAML file's content, or flags already merged into it).
+        `origins` names where a key's value came from when that is not `where` (`flags`), so an error names the
+        place the user has to fix."""
+        origins = origins or {}
         unknown = [key for key in data if key not in self._fields]
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(unknown[0], self._fields)}")
-        values = {key: self._convert(key, value, where) for key, value in data.items()}
+        values = {key: self._convert(key, value, origins.get(key, where)) for key, value in data.items()}
         configs = []
         for dtype in self.dataclass_types:
             hints = typing.get_type_hints(dtype)
             kwargs = {f.name: values[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in values}
             if self.check_types:
-                kwargs = {key: check_type(key, value, hints[key], where) for key, value in kwargs.items()}
+                kwargs = {
+                    key: check_type(key, value, hints[key], origins.get(key, where)) for key, value in kwargs.items()
+                }
             try:
                 config = dtype(**kwargs)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
             validate = getattr(config, "validate", None)
             if callable(validate):
-                validate(where)
+                try:
+                    validate(where)
+                except ConfigError as err:
+                    raise ConfigError(_relocated(str(err), where, origins)) from None
             configs.append(config)
         return tuple(configs)
 
@@ -266,10 +276,12 @@ class ConfigParser(TrlParser):
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(unknown[0], self._fields)}")
         namespace = self._parse_flags(argv, required_met=set(data))
-        data.update({dest: getattr(namespace, dest) for dest in self._given(argv)})
+        given = self._given(argv)
+        data.update({dest: getattr(namespace, dest) for dest in given})
         for key, value in dotted:
             self._set_dotted(data, key, value)
-        return self.parse_mapping(data, where)
+        origins = dict.fromkeys([*given, *(key.split(".", 1)[0] for key, _ in dotted)], "flags")
+        return self.parse_mapping(data, where, origins)
 
     def _parse_flags(self, argv: list[str], required_met: set[str]) -> argparse.Namespace:
         """argparse over the flags; keys the config file gives are not required as flags."""
@@ -314,6 +326,17 @@ class ConfigParser(TrlParser):
                 raise ConfigError(f"flag --{key}: '{part}' is not a mapping")
             node = node[part]
         node[path[-1]] = value
+
+
+def _relocated(message: str, where: str, origins: Mapping[str, str]) -> str:
+    """A validation message `WHERE: 'key' ...` re-addressed to where that key's value came from (e.g. flags)."""
+    prefix = f"{where}: '"
+    if not message.startswith(prefix):
+        return message
+    key = message[len(prefix) :].split("'", 1)[0]
+    head = key.split(".", 1)[0].split("[", 1)[0]
+    origin = origins.get(head)
+    return f"{origin}: {message[len(where) + 2 :]}" if origin and origin != where else message
 
 
 def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:

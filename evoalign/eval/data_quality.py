@@ -44,6 +44,7 @@ from evoalign.judges.verifiers import model_specs as verifier_models
 from evoalign.models.pool import ModelPool
 from evoalign.prompts import check_condition
 from evoalign.runinfo import write_run_info
+from evoalign.runlock import RunLock, check_unlocked
 from evoalign.secrets import scrub_secrets
 from evoalign.sources import Source, load_source
 
@@ -268,14 +269,15 @@ def measure(config: DataQualityConfig) -> dict[str, Any]:
 
     The set is read and every model checked (paths, API keys, servers) before the output folder is created."""
     out = Path(config.output_dir)
+    check_unlocked(out)
     rows = load_source(config.data, required=("instruction",))
     instructions = [row["instruction"] for row in subsample(rows, config.limit, config.seed, "eval-data")]
-    with ModelPool(out / "responses.sqlite") as pool:
+    with RunLock(out, "eval-data") as lock, ModelPool(out / "responses.sqlite") as pool:
         entries = model_entries(_eval_config(config)) if config.targets else []
         pool.check([*(entry.options for entry in entries), *verifier_models(config.verifier)])
         judge = load_judge(config.judge, pool)
         judge.check()
-        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         write_run_info(out, config_to_dict(config), stage="eval-data")
         result: dict[str, Any] = {
             "data": str(config.data),
@@ -292,7 +294,7 @@ def measure(config: DataQualityConfig) -> dict[str, Any]:
             result["targets"] = target_metrics(instructions, config, pool, judge)
         if config.verifier is not None:
             result["verifier"] = verifier_metrics(instructions, config, pool)
-    atomic_write_json(out / "data_quality.json", scrub_secrets(result))
+        atomic_write_json(out / "data_quality.json", scrub_secrets(result))
     return result
 
 
