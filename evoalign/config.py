@@ -156,14 +156,22 @@ def check_fields(cls: type[T], data: Any, where: str) -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(str(unknown[0]), fields)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {key: check_type(key, value, hints[key], where) for key, value in data.items()}
+    return _construct(cls, {key: check_type(key, value, hints[key], where) for key, value in data.items()}, where)
+
+
+def _construct(cls: type[T], kwargs: dict[str, Any], where: str, origins: Mapping[str, str] | None = None) -> T:
+    """`cls(**kwargs)` then its `validate(where)` hook; errors become ConfigErrors, re-addressed to where the
+    offending key's value came from (`origins`: key -> `flags`)."""
     try:
         instance = cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
     validate = getattr(instance, "validate", None)
     if callable(validate):
-        validate(where)
+        try:
+            validate(where)
+        except ConfigError as err:
+            raise ConfigError(_relocated(str(err), where, origins or {})) from None
     return instance
 
 
@@ -248,17 +256,7 @@ class ConfigParser(TrlParser):
                 kwargs = {
                     key: check_type(key, value, hints[key], origins.get(key, where)) for key, value in kwargs.items()
                 }
-            try:
-                config = dtype(**kwargs)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
-            validate = getattr(config, "validate", None)
-            if callable(validate):
-                try:
-                    validate(where)
-                except ConfigError as err:
-                    raise ConfigError(_relocated(str(err), where, origins)) from None
-            configs.append(config)
+            configs.append(_construct(dtype, kwargs, where, origins))
         return tuple(configs)
 
     def parse_args_and_config(self, args: Sequence[str] | None = None, **_: Any) -> tuple[Any, ...]:  # type: ignore[override]

@@ -23,12 +23,12 @@ REFUSAL = "I'm sorry, but I can't help with that."
 SOFT_FAULTS = ("429", "429-bare", "500", "503", "disconnect", "truncated", "malformed", "empty-choices")
 
 
-_VERDICT_EXAMPLE = re.compile(r"VERDICT (#[0-9a-f]{8}): \[\[CLASS\]\]")
+_VERDICT_EXAMPLE = re.compile(r"VERDICT (#[0-9a-f]{6}): \[\[CLASS\]\]")
 
 
 def section(prompt: str, name: str) -> str:
     """The text quoted as NAME (RESPONSE, QUESTION, INSTRUCTION, REASON) in a judge or verifier prompt."""
-    return re.search(rf"<<<{name} #[0-9a-f]{{8}}>>>\n(.*?)\n<<<END {name} ", prompt, re.S).group(1)
+    return re.search(rf"<<<{name} #[0-9a-f]{{6}}>>>\n(.*?)\n<<<END>>>", prompt, re.S).group(1)
 
 
 def in_protocol(prompt: str, answer: str) -> str:

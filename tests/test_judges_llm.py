@@ -18,7 +18,7 @@ from tests.reliability_support import in_protocol, section
 
 
 def tag_in(prompt: str) -> str:
-    return re.search(r"VERDICT (#[0-9a-f]{8}): \[\[CLASS\]\]", prompt).group(1)
+    return re.search(r"VERDICT (#[0-9a-f]{6}): \[\[CLASS\]\]", prompt).group(1)
 
 
 class ScriptedModel(ChatModel):

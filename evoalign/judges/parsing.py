@@ -81,14 +81,15 @@ _BREAKS = (("[[", "[ ["), ("]]", "] ]"), ("<<<", "< < <"), (">>>", "> > >"))
 
 def item_tag(*parts: str) -> str:
     """A short tag that names one judged item: a hash of its texts, which those texts therefore cannot contain."""
-    return "#" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:8]
+    return "#" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:6]
 
 
 def quoted(text: str, name: str, tag: str) -> str:
-    """`text` between `<<<NAME tag>>>` markers, with label markers and marker brackets inside it broken up."""
+    """`text` between `<<<NAME tag>>>` and `<<<END>>>`, with label markers and marker brackets inside it
+    broken up (so the text can neither close its quote nor spell a label marker)."""
     for old, new in _BREAKS:
         text = text.replace(old, new)
-    return f"<<<{name} {tag}>>>\n{text}\n<<<END {name} {tag}>>>"
+    return f"<<<{name} {tag}>>>\n{text}\n<<<END>>>"
 
 
 class VerdictParser(LabelParser):
