@@ -29,6 +29,8 @@ def _split_files(folder: Path, splits: list[str]) -> dict[str, str]:
     files = {}
     for split in splits:
         found = [folder / f"{split}{suffix}" for suffix in _JSON_SUFFIXES if (folder / f"{split}{suffix}").is_file()]
+        if found and found[0].stat().st_size == 0:
+            raise DataError(f"{found[0]}: the file is empty (split '{split}' has no rows)")
         if found:
             files[split] = str(found[0])
     if not files:
