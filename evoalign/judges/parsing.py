@@ -12,8 +12,8 @@ the harmfulness verifier share one protocol:
   placeholder `[[CLASS]]`, not a label. An answer that quotes the markers back (an echo), whose last line is not
   a verdict line, or that names two labels there, is `None`, which callers report as `unknown`.
 
-`LabelParser`, the older forgiving reader (last `[[label]]`, else the first label word that is not negated),
-stays for judges of free text that carry no tag. `label_probability` turns the log-probs at the label's first
+`LabelParser` finds label words (the last `[[label]]`, else the first label word that is not negated);
+`VerdictParser` builds on it. `label_probability` turns the log-probs at the label's first
 distinguishing token into the probability of one class of labels, renormalised over the alternatives that
 spell a label.
 """
