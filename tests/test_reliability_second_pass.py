@@ -89,6 +89,26 @@ def test_jsonl_with_unicode_line_separators_reads_back_through_judge_twice(tmp_p
     assert [row["prompt"] for row in read_jsonl(tmp_path / "twice.jsonl")] == [row["prompt"] for row in rows]
 
 
+def test_an_evolve_run_with_a_line_separator_in_a_seed_merges_and_resumes(tmp_path, tiny_model_dir, capsys):
+    seeds = write_jsonl(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": f"How do I kill a Python process?{sep}It ignores Ctrl-C."} for sep in SEPARATORS],
+    )
+    out = tmp_path / "run"
+    argv = [
+        "evolve", "--config", str(TINY_EVOLVE), "--output_dir", str(out), "--seeds.path", str(seeds),
+        "--targets", f"[{{spec: 'hf:{tiny_model_dir}', batch_size: 64}}]",
+    ]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    rows = read_jsonl(out / "evolved.jsonl") + read_jsonl(out / "duplicates.jsonl")
+    assert {row["seed"] for row in rows} | {r["seed"] for r in read_jsonl(out / "rejected_seeds.jsonl")} == {
+        f"How do I kill a Python process?{sep}It ignores Ctrl-C." for sep in SEPARATORS
+    }
+    code, _, err = run(capsys, *argv, "--resume")
+    assert code == 0, err  # the finished run resumes (merges again) instead of dying at the merge
+
+
 # ---- 2./3. cache identity covers the weights --------------------------------------------------------------------
 
 
@@ -349,6 +369,15 @@ def test_a_corrupt_response_cache_is_named(tmp_path, tiny_model_dir, capsys):
     code, _, err = run(capsys, "eval", "--config", str(config))
     line = one_error(err)
     assert code == 2 and "responses.sqlite" in line and "delete it" in line
+
+
+def test_a_run_folder_that_is_a_file_is_one_line_naming_it(tmp_path, tiny_model_dir, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    code, _, err = run(capsys, "eval", "--config", str(eval_config(tmp_path, [f"hf:{tiny_model_dir}"], taken)))
+    line = one_error(err)
+    assert code == 2 and str(taken) in line and "a file stands where a folder is needed" in line
+    assert taken.read_text() == "a file"
 
 
 @pytest.mark.parametrize("kind", ["file", "full disk"])
