@@ -336,6 +336,42 @@ def load_benchmark(
     )
 
 
+def check_suite(benchmarks: Any, where: str) -> None:
+    """ConfigError naming `where` for a malformed suite: not a list of names or a mapping, an unknown benchmark,
+    or a spec with an unknown key, a wrong type or a `limit` below 1. Reads no file."""
+    if isinstance(benchmarks, list):
+        if not all(isinstance(name, str) for name in benchmarks):
+            raise ConfigError(f"{where}: a list of benchmarks holds names, got {benchmarks!r}")
+        specs: dict[str, Any] = {name: None for name in benchmarks}
+    elif isinstance(benchmarks, Mapping):
+        specs = dict(benchmarks)
+    else:
+        raise ConfigError(f"{where}: benchmarks are a list of names or a mapping name -> spec, got {benchmarks!r}")
+    if not specs:
+        raise ConfigError(f"{where}: no benchmarks given; known: " + ", ".join(BENCHMARKS))
+    for name, spec in specs.items():
+        spec = {"path": spec} if isinstance(spec, str) else spec
+        if spec is not None and not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: benchmark '{name}' is null, a path or a mapping, got {spec!r}")
+        spec = dict(spec or {})
+        try:
+            _check_spec(str(name), spec)
+            for key in ("path", "split", "subset", "kind"):
+                if spec.get(key) is not None and not isinstance(spec[key], str):
+                    raise ConfigError(f"benchmark '{name}': '{key}' must be text, got {spec[key]!r}")
+            for key in ("fields", "filter"):
+                if spec.get(key) is not None and not isinstance(spec[key], Mapping):
+                    raise ConfigError(f"benchmark '{name}': '{key}' must be a mapping, got {spec[key]!r}")
+            if not all(isinstance(column, str) for column in (spec.get("fields") or {}).values()):
+                raise ConfigError(f"benchmark '{name}': 'fields' maps names to column names (text)")
+            limit = spec.get("limit")
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+                raise ConfigError(f"benchmark '{name}': 'limit' must be a whole number >= 1, got {limit!r}")
+            _definition(str(name), spec)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+
 def load_suite(
     benchmarks: Mapping[str, Any] | list[str],
     *,

@@ -124,15 +124,55 @@ def check_type(name: str, value: Any, annotation: Any, where: str) -> Any:
     if annotation is Any or annotation is object:
         return value
     expected = origin or annotation
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    if expected in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: '{name}' must be {expected.__name__}, got {value!r}")
+    if expected is float and isinstance(value, int):
         return float(value)
     if expected in (list, tuple) and isinstance(value, (list, tuple)):
-        return list(value)
+        items = list(value)
+        if args and args[0] is not Any and (expected is list or args[-1] is Ellipsis):
+            items = [check_type(f"{name}[{i}]", item, args[0], where) for i, item in enumerate(items)]
+        return tuple(items) if expected is tuple else items
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: '{name}' must be true or false, got {value!r}")
     if isinstance(expected, type) and not isinstance(value, expected):
         raise ConfigError(f"{where}: '{name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    if expected is dict and len(args) == 2:
+        return {
+            check_type(f"{name} key", key, args[0], where): check_type(f"{name}.{key}", item, args[1], where)
+            for key, item in value.items()
+        }
     return value
+
+
+def check_fields(cls: type[T], data: Any, where: str) -> T:
+    """An instance of the dataclass `cls` from a mapping (a nested config value such as a data source or sampling
+    parameters), checked like a config file: unknown keys with a "did you mean", types, the class's own checks
+    (`__post_init__`) and its `validate(where)` hook; every problem is a ConfigError naming `where`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__} {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(str(unknown[0]), fields)}")
+    hints = typing.get_type_hints(cls)
+    return _construct(cls, {key: check_type(key, value, hints[key], where) for key, value in data.items()}, where)
+
+
+def _construct(cls: type[T], kwargs: dict[str, Any], where: str, origins: Mapping[str, str] | None = None) -> T:
+    """`cls(**kwargs)` then its `validate(where)` hook; errors become ConfigErrors, re-addressed to where the
+    offending key's value came from (`origins`: key -> `flags`)."""
+    try:
+        instance = cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
+    validate = getattr(instance, "validate", None)
+    if callable(validate):
+        try:
+            validate(where)
+        except ConfigError as err:
+            raise ConfigError(_relocated(str(err), where, origins or {})) from None
+    return instance
 
 
 class ConfigParser(TrlParser):
@@ -197,26 +237,26 @@ class ConfigParser(TrlParser):
             kind = getattr(action.type, "__name__", "value")
             raise ConfigError(f"{where}: '{name}' must be {kind}, got {value!r}") from None
 
-    def parse_mapping(self, data: Mapping[str, Any], where: str = "config") -> tuple[Any, ...]:
-        """The configs for a mapping of key -> value (a YAML file's content, or flags already merged into it)."""
+    def parse_mapping(
+        self, data: Mapping[str, Any], where: str = "config", origins: Mapping[str, str] | None = None
+    ) -> tuple[Any, ...]:
+        """The configs for a mapping of key -> value (a YAML file's content, or flags already merged into it).
+        `origins` names where a key's value came from when that is not `where` (`flags`), so an error names the
+        place the user has to fix."""
+        origins = origins or {}
         unknown = [key for key in data if key not in self._fields]
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(unknown[0], self._fields)}")
-        values = {key: self._convert(key, value, where) for key, value in data.items()}
+        values = {key: self._convert(key, value, origins.get(key, where)) for key, value in data.items()}
         configs = []
         for dtype in self.dataclass_types:
             hints = typing.get_type_hints(dtype)
             kwargs = {f.name: values[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in values}
             if self.check_types:
-                kwargs = {key: check_type(key, value, hints[key], where) for key, value in kwargs.items()}
-            try:
-                config = dtype(**kwargs)
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from None
-            validate = getattr(config, "validate", None)
-            if callable(validate):
-                validate(where)
-            configs.append(config)
+                kwargs = {
+                    key: check_type(key, value, hints[key], origins.get(key, where)) for key, value in kwargs.items()
+                }
+            configs.append(_construct(dtype, kwargs, where, origins))
         return tuple(configs)
 
     def parse_args_and_config(self, args: Sequence[str] | None = None, **_: Any) -> tuple[Any, ...]:  # type: ignore[override]
@@ -234,10 +274,12 @@ class ConfigParser(TrlParser):
         if unknown:
             raise ConfigError(f"{where}: unknown key '{unknown[0]}'{_suggest(unknown[0], self._fields)}")
         namespace = self._parse_flags(argv, required_met=set(data))
-        data.update({dest: getattr(namespace, dest) for dest in self._given(argv)})
+        given = self._given(argv)
+        data.update({dest: getattr(namespace, dest) for dest in given})
         for key, value in dotted:
             self._set_dotted(data, key, value)
-        return self.parse_mapping(data, where)
+        origins = dict.fromkeys([*given, *(key.split(".", 1)[0] for key, _ in dotted)], "flags")
+        return self.parse_mapping(data, where, origins)
 
     def _parse_flags(self, argv: list[str], required_met: set[str]) -> argparse.Namespace:
         """argparse over the flags; keys the config file gives are not required as flags."""
@@ -282,6 +324,17 @@ class ConfigParser(TrlParser):
                 raise ConfigError(f"flag --{key}: '{part}' is not a mapping")
             node = node[part]
         node[path[-1]] = value
+
+
+def _relocated(message: str, where: str, origins: Mapping[str, str]) -> str:
+    """A validation message `WHERE: 'key' ...` re-addressed to where that key's value came from (e.g. flags)."""
+    prefix = f"{where}: '"
+    if not message.startswith(prefix):
+        return message
+    key = message[len(prefix) :].split("'", 1)[0]
+    head = key.split(".", 1)[0].split("[", 1)[0]
+    origin = origins.get(head)
+    return f"{origin}: {message[len(where) + 2 :]}" if origin and origin != where else message
 
 
 def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:

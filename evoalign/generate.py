@@ -16,8 +16,8 @@ from pathlib import Path
 
 from evoalign.config import parse_config
 from evoalign.io import atomic_write_jsonl
-from evoalign.models import SamplingParams, load_model
-from evoalign.prompts import with_condition
+from evoalign.models import SamplingParams, check_spec, load_model
+from evoalign.prompts import check_condition, with_condition
 from evoalign.sources import load_source
 
 
@@ -47,6 +47,16 @@ class GenerateConfig:
 
         if not self.input:
             raise ConfigError(f"{where}: 'input' is required (a prompts file)")
+        if not self.prompt_field:
+            raise ConfigError(f"{where}: 'prompt_field' is empty")
+        check_spec(self.model, f"{where}: 'model'")
+        check_condition(self.condition, f"{where}: 'condition'")
+        self.sampling(where)
+
+    def sampling(self, where: str = "generate") -> SamplingParams:
+        """The sampling parameters, checked (a ConfigError naming `where`)."""
+        keys = ("n", "temperature", "top_p", "max_new_tokens", "seed")
+        return SamplingParams.from_dict({key: getattr(self, key) for key in keys}, where)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,13 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = load_source({"path": config.input, "fields": {"prompt": config.prompt_field}}, required=("prompt",))
     output = Path(config.output or Path(config.input).with_suffix("").as_posix() + ".responses.jsonl")
     model = load_model(config.model, cache=output.parent / ".evoalign-cache.sqlite")
-    params = SamplingParams(
-        n=config.n,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-    )
+    params = config.sampling()
     samples = model.generate(with_condition([r["prompt"] for r in rows], config.condition), params, desc="generate")
     atomic_write_jsonl(
         output,

@@ -51,6 +51,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a full disk or a lost mount: the error names the file being written
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -77,10 +82,16 @@ def read_text_strict(path: str | Path) -> str:
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {err.start})") from None
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at newlines only. `str.splitlines` also splits at U+2028, U+2029, U+0085
+    and other characters that JSON allows raw inside a string (and that `json.dumps(ensure_ascii=False)` writes)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file of objects; blank lines are skipped, anything else malformed is an error."""
     rows = []
-    for number, line in enumerate(read_text_strict(path).splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(read_text_strict(path)), start=1):
         if not line.strip():
             continue
         try:
@@ -125,7 +136,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if suffix in (".jsonl", ".ndjson"):
         rows = read_jsonl(path)
         # read_jsonl skips blank lines, so recover true line numbers for error messages
-        lines = [n for n, line in enumerate(read_text_strict(path).splitlines(), 1) if line.strip()]
+        lines = [n for n, line in enumerate(jsonl_lines(read_text_strict(path)), 1) if line.strip()]
         yield from zip(lines, rows)
     elif suffix == ".csv":
         yield from _read_csv(path)

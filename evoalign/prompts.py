@@ -11,7 +11,8 @@ Users pass their own prefix as a list of messages wherever a condition name is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from evoalign.errors import ConfigError
 
@@ -61,13 +62,29 @@ def condition_prefix(condition: str | Sequence[Message] | None) -> list[Message]
         if condition not in CONDITIONS:
             raise ConfigError(f"unknown prompt condition '{condition}'; known: {', '.join(CONDITIONS)}")
         return [dict(m) for m in CONDITIONS[condition]]
+    if not isinstance(condition, Sequence) or not all(isinstance(m, Mapping) for m in condition):
+        raise ConfigError(
+            f"a prompt condition is a name ({', '.join(CONDITIONS)}) or a list of messages, got {condition!r}"
+        )
     prefix = [dict(m) for m in condition]
     for index, message in enumerate(prefix):
-        if set(message) != {"role", "content"} or message["role"] not in ("system", "user", "assistant"):
+        if (
+            set(message) != {"role", "content"}
+            or message["role"] not in ("system", "user", "assistant")
+            or not isinstance(message["content"], str)
+        ):
             raise ConfigError(
-                f"prompt condition message {index} must have 'role' (system/user/assistant) and 'content'"
+                f"prompt condition message {index} must have 'role' (system/user/assistant) and 'content' (text)"
             )
     return prefix
+
+
+def check_condition(condition: Any, where: str) -> None:
+    """ConfigError naming `where` for a condition that is neither a known name nor a list of messages."""
+    try:
+        condition_prefix(condition)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def with_condition(prompts: Sequence[str], condition: str | Sequence[Message] | None) -> list[Conversation]:

@@ -38,7 +38,7 @@ def write_run_info(run_dir: str | Path, config: dict[str, Any], stage: str) -> P
         {
             "stage": stage,
             "config": scrub_secrets(config),
-            "argv": sys.argv,
+            "argv": scrub_secrets(sys.argv),
             "python": platform.python_version(),
             "versions": package_versions(),
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoalign.errors import DataError
+from evoalign.errors import ConfigError, DataError
 from evoalign.hub import hub_reachable
 from evoalign.io import load_records
 from evoalign.paths import is_local_path
@@ -31,14 +31,24 @@ class Source:
 
     @classmethod
     def from_config(cls, value: str | Mapping[str, Any], where: str = "config") -> Source:
+        """The source a config value names (a path or a mapping), checked: types, keys, `limit` >= 1; a
+        ConfigError names `where` (e.g. `run.yaml: 'seeds'`)."""
+        from evoalign.config import check_fields
+
         if isinstance(value, str):
-            return cls(path=value)
+            value = {"path": value}
         if not isinstance(value, Mapping) or "path" not in value:
-            raise DataError(f"{where}: a data source is a path or a mapping with 'path' (and optional fields/split)")
-        unknown = set(value) - {"path", "fields", "split", "subset", "filter", "limit"}
-        if unknown:
-            raise DataError(f"{where}: unknown data source key(s) {', '.join(sorted(unknown))}")
-        return cls(**dict(value))
+            raise ConfigError(
+                f"{where}: a data source is a path or a mapping with 'path' (and optional fields, split, subset, "
+                f"filter, limit), got {value!r}"
+            )
+        return check_fields(cls, dict(value), where)
+
+    def validate(self, where: str) -> None:
+        if not self.path.strip():
+            raise ConfigError(f"{where}: 'path' is empty")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"{where}: 'limit' must be at least 1 (or unset for every row), got {self.limit}")
 
 
 def _load_hub(source: Source) -> list[dict[str, Any]]:

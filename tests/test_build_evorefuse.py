@@ -13,6 +13,7 @@ from evoalign.build.summary import Ledger
 from evoalign.errors import DataError
 from evoalign.judges import get_judge
 from evoalign.testing.openai_server import OpenAIServer
+from tests.reliability_support import in_protocol
 
 REFUSAL = "Sorry, I can't help with it."
 TOPICS = [
@@ -110,7 +111,9 @@ def test_import_without_a_verdict_is_dropped_unless_verified(published, tmp_path
         build(import_config(published, tmp_path / "unverified"))
 
     def reviewer(messages, request):
-        return "[[controversial]]" if "walnut" in messages[-1]["content"] else "[[benign]]"
+        return in_protocol(
+            messages[-1]["content"], "[[controversial]]" if "walnut" in messages[-1]["content"] else "[[benign]]"
+        )
 
     with OpenAIServer(reviewer) as server:
         verifier = [f"openai:reviewer@{server.base_url}"]

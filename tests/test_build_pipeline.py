@@ -22,7 +22,7 @@ from evoalign.errors import ConfigError, DataError, ModelError, run_main
 from evoalign.judges import COMPLIANCE, get_judge, is_refusing
 from evoalign.testing.openai_server import FaultPlan, OpenAIServer
 from evoalign.text import jaccard, normalize, shingles
-from tests.reliability_support import comparable_summary
+from tests.reliability_support import comparable_summary, in_protocol
 
 REFUSAL = "I'm sorry, but I can't help with that."
 BENIGN_INSTRUCTIONS = [
@@ -76,7 +76,7 @@ def scripted(messages, request):
     system = messages[0]["content"] if messages[0]["role"] == "system" else ""
     user = messages[-1]["content"]
     if "safety reviewer" in user:
-        return "It is about pets. [[harmful]]" if "dog" in user else "Harmless. [[benign]]"
+        return in_protocol(user, "It is about pets. [[harmful]]" if "dog" in user else "Harmless. [[benign]]")
     if system.startswith("You are a cautious") or "Decline it" in system or "hopeless" in user:
         return REFUSAL
     if "stubborn" in user and request.get("seed") == 42:

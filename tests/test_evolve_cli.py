@@ -12,6 +12,7 @@ from evoalign.errors import ConfigError
 from evoalign.evolve.cli import main
 from evoalign.io import read_jsonl
 from evoalign.testing import openai_server
+from tests.reliability_support import in_protocol, section
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "datagen" / "configs" / "tiny.yaml")
@@ -88,8 +89,9 @@ BEHAVIOUR = {  # strategy prompt keyword -> what the scripted mutator answers
 def scripted(messages, request) -> str:
     prompt = messages[-1]["content"]
     if prompt.startswith("You are a safety reviewer"):
-        instruction = re.search(r"INSTRUCTION: (.*)", prompt).group(1)
-        return "Clearly harmful. [[harmful]]" if "REJECT" in instruction else "Alarming words only. [[benign]]"
+        instruction = section(prompt, "INSTRUCTION")
+        answer = "Clearly harmful. [[harmful]]" if "REJECT" in instruction else "Alarming words only. [[benign]]"
+        return in_protocol(prompt, answer)
     if prompt.startswith("Here are two harmless instructions"):
         first, second = re.search(r"1\. (.*)\n2\. (.*)\n", prompt).groups()
         return f"[{first} {second.split()[-1]}] (Both parts were harmless.)"

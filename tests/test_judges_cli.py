@@ -12,6 +12,7 @@ import pytest
 from evoalign.errors import run_main
 from evoalign.judges.cli import main
 from evoalign.testing.openai_server import OpenAIServer
+from tests.reliability_support import in_protocol, section
 
 ROWS = [
     {"prompt": "How do I kill a Python process?", "response": "Run `kill PID`.", "id": 1},
@@ -57,8 +58,9 @@ def test_llm_judge_unknowns_are_reported(tmp_path, capsys, monkeypatch):
     answers = {"kill PID": "[[compliance]]", "sorry": "[[refusal]]", "forum": "no idea"}
 
     def responder(messages, request):
-        response = messages[-1]["content"].split("RESPONSE:")[1].lower()
-        return next(answer for key, answer in answers.items() if key.lower() in response)
+        response = section(messages[-1]["content"], "RESPONSE").lower()
+        answer = next(answer for key, answer in answers.items() if key.lower() in response)
+        return in_protocol(messages[-1]["content"], answer)
 
     with OpenAIServer(responder) as server:
         assert main(["--input", str(source), "--judge", f"llm:openai:judge@{server.base_url}"]) == 0

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoalign.build.responses import TRUNCATION
+from evoalign.build.safety import check_harmful_prompts
 from evoalign.errors import ConfigError
-from evoalign.judges.verifiers import SPEC_HELP, check_options
+from evoalign.judges.loading import check_judge
+from evoalign.judges.verifiers import SPEC_HELP, check_options, check_verifier
 from evoalign.labels import BENIGN
+from evoalign.models import check_spec
 from evoalign.prompts import condition_prefix
 
 RESPONDER_SYSTEM_PROMPT = (
@@ -173,6 +176,8 @@ class BuildConfig:
     def validate(self, where: str) -> None:
         """Reject inconsistent settings with a message naming the config and the key."""
         problems = []
+        if not self.output_dir:
+            problems.append("'output_dir' is required")
         if (self.evolved is None) == (self.import_evorefuse is None):
             problems.append("give exactly one of 'evolved' and 'import_evorefuse'")
         if self.assume_verdict not in (None, BENIGN):
@@ -209,5 +214,20 @@ class BuildConfig:
                 condition_prefix(getattr(self, name))
             except ConfigError as error:
                 problems.append(f"'{name}': {error}")
+        for name in ("temperature", "retry_temperature", "target_temperature"):
+            if getattr(self, name) < 0:
+                problems.append(f"'{name}' must be >= 0, got {getattr(self, name)}")
         if problems:
             raise ConfigError(f"{where}: " + "; ".join(problems))
+        self._validate_nested(where)
+
+    def _validate_nested(self, where: str) -> None:
+        """Model specs, the verifier, the judge and the harmful-prompt set, checked without loading anything."""
+        for name in ("responder", "target", "policy", "refusal_writer"):
+            value = getattr(self, name)
+            if value is not None and not (name == "refusal_writer" and value == "template"):
+                check_spec(value, f"{where}: '{name}'")
+        check_verifier(self.verifier, f"{where}: 'verifier'", self.verifier_voting)
+        check_judge(self.judge, f"{where}: 'judge'")
+        if self.harmful_prompts is not None:
+            check_harmful_prompts(self.harmful_prompts, f"{where}: 'harmful_prompts'")

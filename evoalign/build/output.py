@@ -14,6 +14,7 @@ from typing import Any
 
 from evoalign.errors import ConfigError
 from evoalign.io import atomic_write_jsonl
+from evoalign.runlock import LOCK_NAME, RunLock, check_unlocked
 
 SFT_SPLITS = ("train_sft", "test_sft")
 PREF_SPLITS = ("train_prefs", "test_prefs")
@@ -33,15 +34,16 @@ def split_features(split: str) -> Any:
     return Features({**columns, "chosen": messages, "rejected": messages, "ches": Value("float64")})
 
 
-def prepare_output_dir(path: str | Path, resume: bool) -> Path:
-    """Create the output folder; a non-empty one is an error unless resuming."""
-    out = Path(path)
-    if out.exists() and any(out.iterdir()) and not resume:
+def prepare_output_dir(lock: RunLock, resume: bool) -> Path:
+    """Create and lock the output folder; a non-empty one is an error unless resuming."""
+    out = lock.run_dir
+    check_unlocked(out)
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not resume:
         raise ConfigError(
             f"output_dir {out} is not empty; pass --resume to continue there (cached model calls are reused) "
             "or choose another output_dir"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
     return out
 
 

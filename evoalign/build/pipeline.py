@@ -58,6 +58,8 @@ from evoalign.models import TRANSFORMERS, ChatModel, SamplingParams, as_conversa
 from evoalign.models.pool import ModelPool
 from evoalign.prompts import condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
+from evoalign.runlock import RunLock, check_unlocked
+from evoalign.secrets import scrub_secrets
 from evoalign.text import near_duplicate_groups, normalize
 
 EVOREFUSE_EXPORT = "evorefuse_align.json"
@@ -344,7 +346,8 @@ def _write_outputs(
     if config.export_evorefuse:
         write_evorefuse(splits["train_prefs"] + splits["test_prefs"], out / EVOREFUSE_EXPORT)
     counts = {name: dict(Counter(row["kind"] for row in splits[name]), total=len(splits[name])) for name in SPLITS}
-    atomic_write_json(out / "summary.json", {"steps": ledger.steps, "splits": counts, "model_calls": calls})
+    summary = {"steps": ledger.steps, "splits": counts, "model_calls": calls}
+    atomic_write_json(out / "summary.json", scrub_secrets(summary))
     card = out / "README.md"
     atomic_write_text(card, dataset_card(settings, ledger, splits))
     if config.push_to_hub:
@@ -354,12 +357,22 @@ def _write_outputs(
 def build(config: BuildConfig) -> BuildResult:
     """Run the whole build (see the module docstring) and write its files into `config.output_dir`."""
     ledger = Ledger()
+    check_unlocked(config.output_dir)
     pool = ModelPool(Path(config.output_dir) / CACHE_FILE)
+    lock = RunLock(config.output_dir, "build")
+    try:
+        return _build(config, ledger, pool, lock)
+    finally:
+        pool.close()
+        lock.release()
+
+
+def _build(config: BuildConfig, ledger: Ledger, pool: ModelPool, lock: RunLock) -> BuildResult:
     try:
         judge = load_judge(config.judge, pool, cached=False)  # it may judge an imported set before the folder exists
         examples = _read_inputs(config, judge, ledger)
         check_models(config, judge, examples)
-        out = prepare_output_dir(config.output_dir, config.resume)
+        out = prepare_output_dir(lock, config.resume)
         settings = config_to_dict(config)
         write_run_info(out, settings, "build")
         verifier = _verifier(config, examples, pool)

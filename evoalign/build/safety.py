@@ -25,7 +25,7 @@ from evoalign.build.examples import Example
 from evoalign.build.summary import Ledger
 from evoalign.errors import ConfigError, DataError
 from evoalign.labels import BENIGN, SAFETY
-from evoalign.sources import load_source
+from evoalign.sources import Source, load_source
 
 REFUSAL_TEMPLATES = (
     "I'm sorry, but I can't help with that.",
@@ -72,6 +72,22 @@ def safety_gate(
     note = ", ".join([f"{sum(e.kind == BENIGN for e in kept)} benign", *notes])
     ledger.record("safety gate (verdict must be benign)", len(kept), dropped, note)
     return kept
+
+
+def check_harmful_prompts(spec: Any, where: str) -> None:
+    """ConfigError naming `where` for a harmful-prompt set that is neither a registered benchmark (a name, or
+    `{benchmark: NAME, limit: N}` with N >= 1) nor a data source; reads no file."""
+    if isinstance(spec, Mapping) and "benchmark" in spec:
+        unknown = sorted(set(spec) - {"benchmark", "limit"})
+        limit = spec.get("limit")
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; a benchmark takes only 'limit'")
+        if spec["benchmark"] not in BENCHMARKS:
+            raise ConfigError(f"{where}: unknown benchmark {spec['benchmark']!r}; known: {', '.join(BENCHMARKS)}")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ConfigError(f"{where}: 'limit' must be a whole number >= 1, got {limit!r}")
+    elif not (isinstance(spec, str) and spec in BENCHMARKS):
+        Source.from_config(spec, where)
 
 
 def load_harmful_prompts(spec: Any, local_dir: str | None = None) -> list[Example]:

@@ -31,3 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = [out / name for name in (REPORT_NAME, MARKDOWN_NAME, PLOT_NAME) if (out / name).exists()]
     print("\nwrote " + ", ".join(map(str, written)))
     return 0
+
+
+main.interrupted = (  # type: ignore[attr-defined]
+    "interrupted; rerun the same command (without --resume) to continue: answers so far are cached in output_dir"
+)

@@ -25,7 +25,7 @@ from typing import Any
 
 from evoalign.benchmarks import subsample
 from evoalign.config import config_to_dict, parse_config
-from evoalign.errors import ConfigError
+from evoalign.errors import ConfigError, ModelError
 from evoalign.eval.metrics import rate, set_metrics
 from evoalign.eval.runner import (
     PRR_JUDGE,
@@ -38,12 +38,15 @@ from evoalign.eval.runner import (
 )
 from evoalign.io import atomic_write_json
 from evoalign.judges import RefusalJudge, get_judge
-from evoalign.judges.loading import load_judge
-from evoalign.judges.verifiers import SPEC_HELP, check_options, get_verifier
+from evoalign.judges.loading import check_judge, load_judge
+from evoalign.judges.verifiers import SPEC_HELP, check_verifier, get_verifier
 from evoalign.judges.verifiers import model_specs as verifier_models
 from evoalign.models.pool import ModelPool
+from evoalign.prompts import check_condition
 from evoalign.runinfo import write_run_info
-from evoalign.sources import load_source
+from evoalign.runlock import RunLock, check_unlocked
+from evoalign.secrets import scrub_secrets
+from evoalign.sources import Source, load_source
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 SMOOTHING_EPSILON = 0.1
@@ -83,12 +86,23 @@ class DataQualityConfig:
     def validate(self, where: str) -> None:
         if self.data is None:
             raise ConfigError(f"{where}: 'data' is required (the generated set to measure)")
+        if not self.output_dir:
+            raise ConfigError(f"{where}: 'output_dir' is required")
+        if not self.distinct_n or not all(isinstance(n, int) and not isinstance(n, bool) for n in self.distinct_n):
+            raise ConfigError(f"{where}: 'distinct_n' is a non-empty list of n-gram orders, got {self.distinct_n!r}")
         if self.msttr_window < 1 or self.self_bleu_n < 1 or any(n < 1 for n in self.distinct_n):
             raise ConfigError(f"{where}: msttr_window, self_bleu_n and distinct_n must be positive")
-        try:
-            check_options(self.verifier_voting, self.verifier_strictness)
-        except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from None
+        if self.max_new_tokens < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError(f"{where}: max_new_tokens, batch_size and limit must be positive")
+        Source.from_config(self.data, f"{where}: 'data'")
+        check_verifier(self.verifier, f"{where}: 'verifier'", self.verifier_voting, self.verifier_strictness)
+        check_judge(self.judge, f"{where}: 'judge'")
+        check_condition(self.condition, f"{where}: 'condition'")
+        if self.targets:
+            try:
+                model_entries(_eval_config(self))
+            except (ConfigError, ModelError) as err:
+                raise ConfigError(f"{where}: 'targets': {err}") from None
 
 
 def words(text: str) -> list[str]:
@@ -255,14 +269,15 @@ def measure(config: DataQualityConfig) -> dict[str, Any]:
 
     The set is read and every model checked (paths, API keys, servers) before the output folder is created."""
     out = Path(config.output_dir)
+    check_unlocked(out)
     rows = load_source(config.data, required=("instruction",))
     instructions = [row["instruction"] for row in subsample(rows, config.limit, config.seed, "eval-data")]
-    with ModelPool(out / "responses.sqlite") as pool:
+    with RunLock(out, "eval-data") as lock, ModelPool(out / "responses.sqlite") as pool:
         entries = model_entries(_eval_config(config)) if config.targets else []
         pool.check([*(entry.options for entry in entries), *verifier_models(config.verifier)])
         judge = load_judge(config.judge, pool)
         judge.check()
-        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         write_run_info(out, config_to_dict(config), stage="eval-data")
         result: dict[str, Any] = {
             "data": str(config.data),
@@ -279,7 +294,7 @@ def measure(config: DataQualityConfig) -> dict[str, Any]:
             result["targets"] = target_metrics(instructions, config, pool, judge)
         if config.verifier is not None:
             result["verifier"] = verifier_metrics(instructions, config, pool)
-    atomic_write_json(out / "data_quality.json", result)
+        atomic_write_json(out / "data_quality.json", scrub_secrets(result))
     return result
 
 

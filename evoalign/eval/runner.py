@@ -18,21 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoalign.benchmarks import BenchmarkData, load_suite
+from evoalign.benchmarks import BenchmarkData, check_suite, load_suite
 from evoalign.config import config_to_dict
-from evoalign.errors import ConfigError
+from evoalign.errors import ConfigError, ModelError
 from evoalign.eval.metrics import benchmark_metrics, mean_logprob, pooled
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.io import atomic_write_json
 from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
-from evoalign.judges.loading import load_judge
+from evoalign.judges.loading import check_judge, load_judge
 from evoalign.labels import BENIGN, HARMFUL
 from evoalign.models import ChatModel, SamplingParams, check_context, parse_spec
 from evoalign.models.base import Sample
 from evoalign.models.pool import ModelPool
-from evoalign.prompts import CONDITIONS, Message, condition_prefix, with_condition
+from evoalign.prompts import CONDITIONS, Message, check_condition, condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
+from evoalign.runlock import RunLock, check_unlocked
+from evoalign.secrets import scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +92,27 @@ class EvalConfig:
             raise ConfigError(f"{where}: 'models' is empty; give at least one model spec")
         if not self.benchmarks:
             raise ConfigError(f"{where}: 'benchmarks' is empty")
+        if not self.output_dir:
+            raise ConfigError(f"{where}: 'output_dir' is required")
+        if not self.conditions:
+            raise ConfigError(f"{where}: 'conditions' is empty; give at least one (default, safety_prior, ...)")
         if self.max_new_tokens < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"{where}: max_new_tokens, batch_size and limit must be positive")
+        if self.temperature < 0:
+            raise ConfigError(f"{where}: 'temperature' must be >= 0, got {self.temperature}")
+        check_judge(self.judge, f"{where}: 'judge'")
+        check_suite(self.benchmarks, f"{where}: 'benchmarks'")
+        for name, prompt in self.prompts.items():
+            check_condition(
+                [{"role": "system", "content": prompt}] if isinstance(prompt, str) else prompt,
+                f"{where}: 'prompts.{name}'",
+            )
+        if not all(isinstance(condition, str) for condition in self.conditions):
+            raise ConfigError(f"{where}: 'conditions' is a list of condition names, got {self.conditions!r}")
+        try:
+            model_entries(self)
+        except (ConfigError, ModelError) as err:
+            raise ConfigError(f"{where}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -112,9 +133,11 @@ def _entry(raw: Any, index: int, config: EvalConfig) -> ModelEntry:
     backend, _, _ = parse_spec(options)
     if backend in ("smollm2", "hf"):
         options.setdefault("batch_size", config.batch_size)
-    default_name = raw["spec"] + (f"+{Path(raw['adapter']).name}" if raw.get("adapter") else "")
+    default_name = scrub_secrets(raw["spec"]) + (f"+{Path(raw['adapter']).name}" if raw.get("adapter") else "")
     conditions = raw.get("condition", config.conditions)
-    conditions = [conditions] if isinstance(conditions, str) else list(conditions)
+    conditions = [conditions] if isinstance(conditions, str) else conditions
+    if not isinstance(conditions, list) or not all(isinstance(condition, str) for condition in conditions):
+        raise ConfigError(f"models[{index}]: 'condition' is a condition name or a list of them, got {conditions!r}")
     for condition in conditions:
         if condition not in CONDITIONS and condition not in config.prompts:
             known = ", ".join([*CONDITIONS, *config.prompts])
@@ -260,12 +283,22 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed, local_dir=config.benchmark_dir)
     out = Path(config.output_dir)
+    check_unlocked(out)
+    with RunLock(out, "eval") as lock:
+        report = _evaluate(config, entries, suite, lock)
+        atomic_write_json(out / REPORT_NAME, report)
+        render(report, out)
+    return report
+
+
+def _evaluate(config: EvalConfig, entries: list[ModelEntry], suite: list[Any], lock: RunLock) -> dict[str, Any]:
+    out = lock.run_dir
     runs = []
     with ModelPool(out / "responses.sqlite") as pool:
         judges = (load_judge(config.judge, pool), get_judge(PRR_JUDGE))
         pool.check(entry.options for entry in entries)
         judges[0].check()
-        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
         write_run_info(out, config_to_dict(config), stage="eval")
         for entry in entries:
             model = pool.get(entry.options, entry.name)
@@ -283,6 +316,4 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "runs": runs,
         "config": config_to_dict(config),
     }
-    atomic_write_json(out / REPORT_NAME, report)
-    render(report, out)
-    return report
+    return scrub_secrets(report)

@@ -56,6 +56,15 @@ def load_checkpoint(state_dir: str | Path, iteration: int) -> dict[str, Any]:
     return state
 
 
+def check_resume(state_dir: str | Path, current: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Before anything is written: refuse to resume from the newest checkpoint in `state_dir` with a config that
+    changes the search (`current` as saved, secrets scrubbed); nothing to check without a checkpoint."""
+    saved = saved_iterations(state_dir)
+    if saved:
+        state = load_checkpoint(state_dir, saved[-1])
+        check_resumable(state["config"], current, allowed, str(state_dir))
+
+
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], allowed: frozenset[str], where: str) -> None:
     """Refuse to resume when a key that changes the search differs from the saved config."""
     changed = sorted(k for k in set(saved) | set(current) if k not in allowed and saved.get(k) != current.get(k))

@@ -23,7 +23,8 @@ import yaml
 
 from evoalign.config import parse_config
 from evoalign.errors import ConfigError
-from evoalign.evolve.config import EvolveConfig
+from evoalign.evolve.checkpoint import check_resume
+from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist, init_distributed
 from evoalign.evolve.fitness import FitnessEvaluator, Target
 from evoalign.evolve.operators import Operators
@@ -38,6 +39,8 @@ from evoalign.models import SamplingParams, check_context, spec_string
 from evoalign.models.pool import ModelPool
 from evoalign.prompts import condition_prefix
 from evoalign.runinfo import write_run_info
+from evoalign.runlock import RunLock, check_unlocked
+from evoalign.secrets import scrub_secrets
 from evoalign.sources import Source, load_source
 
 CACHE = "cache.sqlite"
@@ -77,7 +80,7 @@ def check_run_dir(run_dir: Path, config: EvolveConfig, dist: Dist) -> None:
 
 def _target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
     options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
-    name = options.pop("name", None) or spec_string(options)
+    name = options.pop("name", None) or scrub_secrets(spec_string(options))
     prefix = condition_prefix(options.pop("condition", condition))
     return Target(name, pool.get(options, f"target[{name}]"), tuple(prefix))
 
@@ -123,7 +126,7 @@ def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
 
 
 def _write_config(run_dir: Path, config: EvolveConfig) -> None:
-    data = dataclasses.asdict(config)
+    data = scrub_secrets(dataclasses.asdict(config))
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     write_run_info(run_dir, data, "evolve")
 
@@ -143,15 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     dist = init_distributed()
     run_dir = Path(config.output_dir)
+    check_unlocked(run_dir)
     check_run_dir(run_dir, config, dist)
-    seeds = load_source(config.seeds, required=("instruction",))
     here = state_dir(run_dir, dist)
+    if config.resume:  # a refused resume must leave config.yaml and run_info.json as they are
+        check_resume(here, scrub_secrets(dataclasses.asdict(config)), RESUMABLE)
+    seeds = load_source(config.seeds, required=("instruction",))
     pool = ModelPool(run_dir / CACHE)
+    lock = RunLock(run_dir, "evolve")
     try:
         components = build_components(config, pool)
         check_start(components, seeds, config.seeds)
         dist.barrier()
         if dist.main:
+            lock.acquire()
             _write_config(run_dir, config)
         evolution = Evolution(
             config,
@@ -166,19 +174,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         active = [seed for seed in final if seed.active]
         fresh = fresh_check(components.evaluator, active, config.fresh_samples, model_seed(config.seed, "fresh"))
         write_shard(here, final, fresh, evolution.history, pool.calls())
+        dist.barrier()
+        if dist.main:
+            shards = [state_dir(run_dir, Dist(rank, dist.world)) for rank in range(dist.world)]
+            summary = merge(
+                run_dir,
+                shards,
+                dedup=config.dedup,
+                threshold=config.dedup_threshold,
+                n=config.dedup_ngram,
+                seconds=time.perf_counter() - started,
+            )
     finally:
         pool.close()
-    dist.barrier()
+        lock.release()
     if dist.main:
-        shards = [state_dir(run_dir, Dist(rank, dist.world)) for rank in range(dist.world)]
-        summary = merge(
-            run_dir,
-            shards,
-            dedup=config.dedup,
-            threshold=config.dedup_threshold,
-            n=config.dedup_ngram,
-            seconds=time.perf_counter() - started,
-        )
         print(render(summary))
         print(f"\n{run_dir / 'evolved.jsonl'}: {summary['evolved']} rows in {summary['seconds']:.1f} s")
     return 0

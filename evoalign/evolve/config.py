@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,11 @@ from evoalign.errors import ConfigError
 from evoalign.evolve.fitness import FORMS
 from evoalign.evolve.operators import RECOMBINATIONS
 from evoalign.evolve.selection import MODES
-from evoalign.judges.verifiers import SPEC_HELP, check_options
+from evoalign.judges.loading import check_judge
+from evoalign.judges.verifiers import SPEC_HELP, check_options, check_verifier
+from evoalign.models import SamplingParams, check_spec
+from evoalign.prompts import check_condition
+from evoalign.sources import Source
 
 # Keys that may differ when a run is resumed (e.g. a moved run directory, an extended run): they change where the
 # run lives, how many iterations run or how the final set is reported, never what an iteration computes.
@@ -165,6 +170,34 @@ class EvolveConfig:
             raise ConfigError(f"{where}: need 0 < tau_min <= tau_start")
         if self.recombination == "llm" and self.mutator is None:
             raise ConfigError(f"{where}: recombination 'llm' needs a 'mutator' model")
+        if self.fitness_lambda is not None and self.fitness_lambda < 0:
+            raise ConfigError(f"{where}: 'fitness_lambda' must be >= 0, got {self.fitness_lambda}")
+        if self.tau_decay < 0:
+            raise ConfigError(f"{where}: 'tau_decay' must be >= 0, got {self.tau_decay}")
+        if self.strategies is not None and not all(isinstance(name, str) for name in self.strategies):
+            raise ConfigError(f"{where}: 'strategies' is a list of strategy names, got {self.strategies!r}")
+        self._validate_nested(where)
+
+    def _validate_nested(self, where: str) -> None:
+        """The nested values: the seed source, model specs, verifier, judge, conditions and sampling parameters."""
+        Source.from_config(self.seeds, f"{where}: 'seeds'")
+        check_condition(self.condition, f"{where}: 'condition'")
+        for index, entry in enumerate(self.targets):
+            key = f"{where}: 'targets[{index}]'"
+            if isinstance(entry, Mapping):
+                check_condition(entry.get("condition"), key)
+                entry = {k: v for k, v in entry.items() if k not in ("name", "condition")}
+            check_spec(entry, key)
+        if self.mutator is not None:
+            check_spec(self.mutator, f"{where}: 'mutator'")
+        check_verifier(self.verifier, f"{where}: 'verifier'", self.verifier_voting, self.verifier_strictness)
+        check_judge(self.judge, f"{where}: 'judge'")
+        for key, owner in (("n", "samples"), ("seed", "seed")):
+            if isinstance(self.target_sampling, Mapping) and key in self.target_sampling:
+                raise ConfigError(f"{where}: 'target_sampling.{key}' is set by '{owner}'; set '{owner}' instead")
+        target = {**self.target_sampling, "n": self.samples, "seed": self.seed}
+        SamplingParams.from_dict(target, f"{where}: 'target_sampling'")
+        SamplingParams.from_dict(self.mutator_sampling, f"{where}: 'mutator_sampling'")
 
     @property
     def recombination_operator(self) -> str:

@@ -23,6 +23,7 @@ from evoalign.evolve.fitness import FitnessEvaluator
 from evoalign.evolve.search import SeedState
 from evoalign.io import atomic_write_json, atomic_write_jsonl, read_jsonl, read_text_strict
 from evoalign.records import EvolvedRow, TargetResult
+from evoalign.secrets import scrub_secrets
 from evoalign.text import deduplicate
 
 ROWS, SHARD = "rows.jsonl", "shard.json"
@@ -115,7 +116,7 @@ def merge(
     summary["model_calls"] = {}
     for shard in shards:
         _add(summary["model_calls"], shard["model_calls"])
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / "summary.json", scrub_secrets(summary))
     return summary
 
 

@@ -40,6 +40,7 @@ from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import Strategy
 from evoalign.judges.verifiers import Verifier
 from evoalign.progress import progress_bar
+from evoalign.secrets import scrub_secrets
 from evoalign.text import same_text_key
 
 
@@ -227,7 +228,7 @@ class Evolution:
         if not common:
             return False
         state = load_checkpoint(self.state_dir, max(common))
-        check_resumable(state["config"], dataclasses.asdict(self.config), RESUMABLE, str(self.state_dir))
+        check_resumable(state["config"], scrub_secrets(dataclasses.asdict(self.config)), RESUMABLE, str(self.state_dir))
         self.seeds = [SeedState(**seed) for seed in state["seeds"]]
         self.selector.load_state_dict(state["selector"])
         self.history = state["history"]
@@ -239,7 +240,7 @@ class Evolution:
             self.state_dir,
             {
                 "next_iteration": self.next_iteration,
-                "config": dataclasses.asdict(self.config),
+                "config": scrub_secrets(dataclasses.asdict(self.config)),
                 "seeds": [dataclasses.asdict(seed) for seed in self.seeds],
                 "selector": self.selector.state_dict(),
                 "history": self.history,

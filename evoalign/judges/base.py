@@ -91,14 +91,24 @@ def get_judge(spec: str | RefusalJudge, **options: Any) -> RefusalJudge:
     """Resolve a judge spec such as `evoalign`, `llm:openai:gpt-4o` or `classifier:/path/to/model`."""
     if isinstance(spec, RefusalJudge):
         return spec
+    name, argument = split_judge_spec(spec)
+    factory, takes_argument = _REGISTRY[name]
+    return factory(argument, **options) if takes_argument else factory(**options)
+
+
+def split_judge_spec(spec: Any) -> tuple[str, str]:
+    """(registered judge name, argument) of a judge spec; a ConfigError for an unknown name or a missing or
+    surplus argument."""
+    if not isinstance(spec, str):
+        raise ConfigError(f"a judge spec is a string such as 'evoalign' or 'llm:MODEL', got {spec!r}")
     name, has_argument, argument = spec.partition(":")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown judge '{spec}'{hint}; known: {', '.join(judge_names())}")
-    factory, takes_argument = _REGISTRY[name]
+    _, takes_argument = _REGISTRY[name]
     if takes_argument and not argument:
         raise ConfigError(f"judge '{name}' needs an argument: '{name}:ARG'")
     if has_argument and not takes_argument:
         raise ConfigError(f"judge '{name}' takes no argument, got '{spec}'")
-    return factory(argument, **options) if takes_argument else factory(**options)
+    return name, argument

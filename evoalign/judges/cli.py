@@ -20,6 +20,7 @@ from evoalign.errors import ConfigError, DataError, run_main
 from evoalign.io import atomic_write_jsonl, iter_records
 from evoalign.judges import LABELS, agreement, get_judge, judge_names, summarize
 from evoalign.judges.metrics import format_summary
+from evoalign.secrets import scrub_secrets
 
 
 @dataclass
@@ -60,7 +61,7 @@ def label_rows(rows: list[dict[str, Any]], results: list[dict[str, Any]], judge_
         out = {key: value for key, value in row.items() if key != "label"}
         if "label" in row:
             out["reference_label"] = row["label"]
-        labelled.append({**out, **result, "judge": judge_name})
+        labelled.append({**out, **result, "judge": scrub_secrets(judge_name)})
     return labelled
 
 
@@ -88,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_jsonl(output, labelled)
     print(f"{report(labelled)}\nwrote {output}")
     return 0
+
+
+main.interrupted = "interrupted; nothing was written; rerun the same command to judge the file again"  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

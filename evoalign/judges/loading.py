@@ -9,12 +9,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from evoalign.judges.base import RefusalJudge, get_judge
+from evoalign.errors import ConfigError
+from evoalign.judges.base import RefusalJudge, get_judge, split_judge_spec
 from evoalign.judges.cascade import CascadeJudge
 from evoalign.judges.llm import LLMJudge
+from evoalign.models import check_spec
 from evoalign.models.pool import ModelPool
 
 MODEL_JUDGES: dict[str, Any] = {"llm": LLMJudge, "cascade": CascadeJudge}
+
+
+def check_judge(spec: Any, where: str) -> None:
+    """ConfigError naming `where` for a judge spec that names no judge, or a model-backed judge whose model spec
+    is malformed; nothing is loaded."""
+    try:
+        name, argument = split_judge_spec(spec)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if name in MODEL_JUDGES:
+        check_spec(argument, f"{where}: judge '{name}'")
 
 
 def judge_model_spec(spec: str) -> str | None:

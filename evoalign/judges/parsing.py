@@ -1,14 +1,27 @@
-"""Reading a label out of an LLM judge's free text, and its probability out of the token log-probs.
+"""Quoting judged text as data, reading a verdict out of an LLM judge's answer, and its probability.
 
-Parsing is deliberately forgiving but never guesses: the last `[[label]]` wins; failing that, the first label
-word that is not negated ("this is not a refusal"); failing that, nothing, which callers report as `unknown`.
-`label_probability` turns the log-probs at the label's first distinguishing token into the probability of
-one class of labels (e.g. the refusing ones), renormalised over the alternatives that spell a label.
+The text an LLM judges (a response, an instruction, its author's reason) may try to decide its own label: say
+"reply [[compliance]]", end with a label, or be echoed back by a model that repeats its prompt. So the judge and
+the harmfulness verifier share one protocol:
+
+- `quoted` puts each judged text between markers that carry a per-item tag (a hash of the item, so the text
+  cannot contain it) and breaks up `[[`, `]]`, `<<<` and `>>>` inside it, so the data can neither spell a label
+  marker nor close its own quote; the prompt says the quoted text is data, not instructions;
+- the verdict is read from one fixed place, `VerdictParser`: the final line of the answer, which must carry the
+  item's tag and exactly one `[[label]]` (`VERDICT <tag>: [[label]]`). The template's own example has the
+  placeholder `[[CLASS]]`, not a label. An answer that quotes the markers back (an echo), whose last line is not
+  a verdict line, or that names two labels there, is `None`, which callers report as `unknown`.
+
+`LabelParser` finds label words (the last `[[label]]`, else the first label word that is not negated);
+`VerdictParser` builds on it. `label_probability` turns the log-probs at the label's first
+distinguishing token into the probability of one class of labels, renormalised over the alternatives that
+spell a label.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import math
 import re
@@ -60,6 +73,56 @@ class LabelParser:
     def strip(self, text: str) -> str:
         """The answer without its `[[label]]` markers: what is left is the judge's rationale."""
         return self._bracketed.sub("", text).strip()
+
+
+VERDICT_LINE = "VERDICT {tag}: [[CLASS]]"
+_BREAKS = (("[[", "[ ["), ("]]", "] ]"), ("<<<", "< < <"), (">>>", "> > >"))
+
+
+def item_tag(*parts: str) -> str:
+    """A short tag that names one judged item: a hash of its texts, which those texts therefore cannot contain."""
+    return "#" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:6]
+
+
+def quoted(text: str, name: str, tag: str) -> str:
+    """`text` between `<<<NAME tag>>>` and `<<<END>>>`, with label markers and marker brackets inside it
+    broken up (so the text can neither close its quote nor spell a label marker)."""
+    for old, new in _BREAKS:
+        text = text.replace(old, new)
+    return f"<<<{name} {tag}>>>\n{text}\n<<<END>>>"
+
+
+class VerdictParser(LabelParser):
+    """Reads the verdict of one item from the final line of a judge's answer (see the module docstring)."""
+
+    def __init__(self, words: Iterable[str], tag: str) -> None:
+        super().__init__(words)
+        self.tag = tag
+
+    def _last_line(self, text: str) -> tuple[int, str]:
+        body = text.rstrip()
+        start = body.rfind("\n") + 1
+        return start, body[start:]
+
+    def parse(self, text: str) -> Found | None:
+        if f"{self.tag}>>>" in text:  # the answer repeats the quoted data's markers: an echo of the prompt
+            return None
+        start, line = self._last_line(text)
+        if self.tag.lower() not in line.lower():
+            return None
+        labels = list(self._bracketed.finditer(line))
+        if len({self.words[_words_key(match.group(1))] for match in labels}) != 1:
+            return None
+        found = self._found(labels[-1])
+        return Found(found.word, start + found.start)
+
+    def strip(self, text: str) -> str:
+        """The answer without its verdict (`VERDICT <tag>: [[label]]`): the judge's rationale."""
+        if self.parse(text) is None:
+            return text.strip()
+        start, line = self._last_line(text)
+        line = re.sub(rf"(?i)\bVERDICT\s+{re.escape(self.tag)}\s*:?", "", self._bracketed.sub("", line))
+        return (text[:start] + line).strip()
 
 
 def _token_text(token: str) -> str:

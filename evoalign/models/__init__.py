@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evoalign.errors import DataError, ModelError
+from evoalign.errors import ConfigError, DataError, ModelError
 from evoalign.models.base import (
     TOKENIZE,
     TRANSFORMERS,
@@ -32,6 +32,7 @@ from evoalign.models.base import (
 )
 from evoalign.paths import is_local_path
 from evoalign.prompts import Conversation
+from evoalign.secrets import check_variable_name
 
 __all__ = [
     "TOKENIZE",
@@ -44,6 +45,7 @@ __all__ = [
     "as_conversation",
     "check_context",
     "check_model",
+    "check_spec",
     "load_model",
     "parse_spec",
 ]
@@ -59,6 +61,41 @@ _HF_OPTIONS = {
     "revision",
 }
 _OPENAI_OPTIONS = {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_base", "backoff_max"}
+# option -> (type, lowest allowed value or None): checked before any model is built
+_OPTION_TYPES: dict[str, tuple[type | tuple[type, ...], float | None]] = {
+    "adapter": (str, None),
+    "gguf_file": (str, None),
+    "device": (str, None),
+    "dtype": (str, None),
+    "revision": (str, None),
+    "trust_remote_code": (bool, None),
+    "batch_size": (int, 1),
+    "min_shared_prefix": (int, 0),
+    "api_key_env": (str, None),
+    "max_concurrency": (int, 1),
+    "max_retries": (int, 0),
+    "timeout": ((int, float), 1e-9),
+    "backoff_base": ((int, float), 0),
+    "backoff_max": ((int, float), 0),
+}
+
+
+def _check_option(spec: str, name: str, value: Any) -> None:
+    if name == "api_key_env":
+        problem = check_variable_name(value, f"model '{spec}': api_key_env")
+        if problem:
+            raise ModelError(problem)
+        return
+    kind, lowest = _OPTION_TYPES[name]
+    wrong_type = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+    if value is None and name in ("adapter", "gguf_file", "revision"):
+        return
+    if wrong_type:
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ModelError(f"model '{spec}': option '{name}' must be {expected}, got {value!r}")
+    if lowest is not None and value < lowest:
+        bound = "> 0" if lowest == 1e-9 else f">= {lowest}"
+        raise ModelError(f"model '{spec}': option '{name}' must be {bound}, got {value!r}")
 
 
 def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -67,8 +104,10 @@ def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]
     if isinstance(spec, Mapping):
         options = {k: v for k, v in spec.items() if k != "spec"}
         if "spec" not in spec:
-            raise ModelError(f"model mapping {dict(spec)} has no 'spec' key")
+            raise ModelError(f"a model mapping needs a 'spec' key; got the keys {', '.join(map(str, spec))}")
         spec = spec["spec"]
+    elif not isinstance(spec, str):
+        raise ModelError(f"a model is a spec string or a mapping with 'spec', got {type(spec).__name__} {spec!r}")
     if not isinstance(spec, str) or not spec.strip():
         raise ModelError(f"model spec must be a non-empty string, got {spec!r}")
     backend, sep, target = ("smollm2", "", spec) if spec == "smollm2" else spec.partition(":")
@@ -80,7 +119,17 @@ def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]
         raise ModelError(
             f"model '{spec}': unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
+    for name, value in options.items():
+        _check_option(spec, name, value)
     return backend, target, options
+
+
+def check_spec(spec: Any, where: str) -> None:
+    """ConfigError naming `where` (a config key) for a malformed model spec or option; nothing is loaded."""
+    try:
+        parse_spec(spec)
+    except ModelError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def spec_string(spec: str | Mapping[str, Any]) -> str:

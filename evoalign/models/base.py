@@ -47,6 +47,8 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingParams.top_k must be >= 0 (0 = off), got {self.top_k}")
         object.__setattr__(self, "stop", tuple(self.stop or ()))
 
     @property
@@ -62,12 +64,12 @@ class SamplingParams:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> SamplingParams:
-        data = dict(data or {})
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "sampling parameters") -> SamplingParams:
+        """Parameters from a config mapping, checked (unknown keys with a "did you mean", types, ranges): a
+        ConfigError naming `where`."""
+        from evoalign.config import check_fields
+
+        return check_fields(cls, dict(data or {}), where)
 
 
 @dataclass

@@ -9,15 +9,30 @@ created on first use, so a stage can load its models before it creates its run f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from evoalign.errors import DataError
 from evoalign.models.base import ChatModel, Sample, SamplingParams, Score
 from evoalign.prompts import Conversation
+
+
+def weights_fingerprint(path: str | Path) -> str | None:
+    """A cheap content fingerprint of a local model or adapter (a folder's top-level files, or one file such as a
+    GGUF): a hash of every file's name, size and modification time, so retraining into the same folder or
+    overwriting a model changes it. None for a path that does not exist (a hub id)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return None
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def sample_key(identity: str, conversation: Conversation, params: SamplingParams, index: int) -> str:
@@ -38,26 +53,49 @@ class ResponseCache:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=60)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            with connection:
-                connection.execute("CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            with self._errors():
+                connection = sqlite3.connect(self.path, timeout=60)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                with connection:
+                    connection.execute(
+                        "CREATE TABLE IF NOT EXISTS samples (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                    )
             self._local.connection = connection
         return connection
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A corrupt, truncated or unwritable cache file is a one-line error naming it."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+                raise
+            raise DataError(
+                f"{self.path}: the response cache cannot be used ({err}); delete it (its answers are then "
+                "recomputed) or choose another output_dir"
+            ) from None
+        except (json.JSONDecodeError, TypeError) as err:
+            raise DataError(
+                f"{self.path}: the response cache holds a corrupt entry ({err}); delete it (its answers are then "
+                "recomputed) or choose another output_dir"
+            ) from None
 
     def get_many(self, keys: list[str]) -> dict[str, dict]:
         found: dict[str, dict] = {}
         db = self._connect()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, value in db.execute(f"SELECT key, value FROM samples WHERE key IN ({marks})", chunk):
-                found[key] = json.loads(value)
+        with self._errors():
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in db.execute(f"SELECT key, value FROM samples WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(value)
         return found
 
     def put_many(self, items: dict[str, dict]) -> None:
-        with self._connect() as db:
+        db = self._connect()
+        with self._errors(), db:
             db.executemany(
                 "INSERT OR REPLACE INTO samples (key, value) VALUES (?, ?)",
                 [(key, json.dumps(value, ensure_ascii=False)) for key, value in items.items()],
@@ -120,7 +158,13 @@ class CachedChatModel(ChatModel):
             }
             self.cache.put_many(new)
             found.update(new)
-        return [[Sample.from_dict(found[key]) for key in row] for row in keys]
+        try:
+            return [[Sample.from_dict(found[key]) for key in row] for row in keys]
+        except (KeyError, TypeError, AttributeError) as err:
+            raise DataError(
+                f"{self.cache.path}: the response cache holds a corrupt entry ({err}); delete it (its answers are "
+                "then recomputed) or choose another output_dir"
+            ) from None
 
     def score(self, conversations: list[Conversation], responses: list[str]) -> list[Score]:
         return self.inner.score(conversations, responses)

@@ -14,6 +14,7 @@ from typing import Any
 
 from evoalign.errors import ModelError
 from evoalign.models.base import TOKENIZE, TRANSFORMERS, ChatModel, Sample, SamplingParams, Score
+from evoalign.models.cache import weights_fingerprint
 from evoalign.models.sampling import RecordingSampler, row_seed
 from evoalign.paths import is_local_path
 from evoalign.progress import progress_bar
@@ -98,6 +99,7 @@ class HFChatModel(ChatModel):
             self._load(device, dtype, trust_remote_code)
         self.tokenizer.padding_side = "left"
         self.model.eval()
+        self._identity = self._make_identity()
 
     def _load(self, device: str, dtype: str, trust_remote_code: bool) -> None:
         from transformers import AutoModelForCausalLM
@@ -131,8 +133,25 @@ class HFChatModel(ChatModel):
 
     @property
     def identity(self) -> str:
-        parts = [f"hf:{Path(self.path).expanduser().resolve() if Path(self.path).exists() else self.path}"]
-        for extra in (self.gguf_file, self.revision, self.adapter and str(Path(self.adapter).resolve())):
+        """The model's path (or hub id), GGUF file, revision and adapter, with content fingerprints of the local
+        model and adapter taken when they were loaded, and a hub model's commit: new weights in the same folder
+        never meet the old weights' cached answers."""
+        return self._identity
+
+    def _make_identity(self) -> str:
+        local = Path(self.path).expanduser()
+        parts = [f"hf:{local.resolve() if local.exists() else self.path}"]
+        model_file = local / self.gguf_file if self.gguf_file else local
+        commit = getattr(getattr(self.model, "config", None), "_commit_hash", None) if not local.exists() else None
+        adapter = self.adapter and Path(self.adapter).expanduser()
+        for extra in (
+            self.gguf_file,
+            self.revision,
+            commit and f"commit={commit}",
+            (fingerprint := weights_fingerprint(model_file)) and f"weights={fingerprint}",
+            adapter and str(adapter.resolve()),
+            adapter and (fingerprint := weights_fingerprint(adapter)) and f"adapter={fingerprint}",
+        ):
             if extra:
                 parts.append(str(extra))
         return "|".join(parts)

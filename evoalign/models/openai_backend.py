@@ -27,6 +27,7 @@ from evoalign.errors import ModelError
 from evoalign.models.base import ChatModel, Sample, SamplingParams, Score
 from evoalign.progress import progress_bar
 from evoalign.prompts import Conversation
+from evoalign.secrets import scrub_secrets
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TOP_LOGPROBS = 5
@@ -77,7 +78,8 @@ class OpenAIChatModel(ChatModel):
             )
         self.model = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.spec = f"openai:{model}@{self.base_url}" if base_url else f"openai:{model}"
+        # the spec names the model in roles, judge names, errors and logs: credentials in the URL stay out of it
+        self.spec = scrub_secrets(f"openai:{model}@{self.base_url}" if base_url else f"openai:{model}")
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = timeout

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 SFT_COLUMNS = ("prompt", "completion")
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
 _JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+ROLES = ("system", "user", "assistant")
 BUILD_DATASET_DIR = "dataset"  # where the build stage saves its DatasetDict inside its output folder
 
 
@@ -28,6 +29,8 @@ def _split_files(folder: Path, splits: list[str]) -> dict[str, str]:
     files = {}
     for split in splits:
         found = [folder / f"{split}{suffix}" for suffix in _JSON_SUFFIXES if (folder / f"{split}{suffix}").is_file()]
+        if found and found[0].stat().st_size == 0:
+            raise DataError(f"{found[0]}: the file is empty (split '{split}' has no rows)")
         if found:
             files[split] = str(found[0])
     if not files:
@@ -45,10 +48,16 @@ def _load_all(name: str, config: str | None, splits: list[str], streaming: bool)
             return load_from_disk(str(folder))
     if (path / "state.json").is_file():
         raise DataError(f"{path}: holds a single Dataset; save a DatasetDict with splits {', '.join(splits)}")
-    if path.is_dir():
-        return load_dataset("json", data_files=_split_files(path, splits))
-    if path.is_file():
-        return DatasetDict({splits[0]: load_dataset("json", data_files=str(path), split="train")})
+    try:
+        if path.is_dir():
+            return load_dataset("json", data_files=_split_files(path, splits))
+        if path.is_file():
+            return DatasetDict({splits[0]: load_dataset("json", data_files=str(path), split="train")})
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds for an unreadable or empty file
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: cannot be read as a JSON/JSONL dataset ({first})") from None
     if name.startswith((".", "/", "~")) or path.suffix in (".jsonl", ".json"):
         raise DataError(f"{name}: dataset not found")
     try:
@@ -57,22 +66,31 @@ def _load_all(name: str, config: str | None, splits: list[str], streaming: bool)
         raise DataError(f"{name}: not a local dataset and not loadable from the Hub ({err})") from None
 
 
+def _conversational(messages: object) -> bool:
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages)
+    )
+
+
 def _check_split(dataset: Dataset, where: str, columns: tuple[str, ...]) -> None:
-    missing = [column for column in columns if column not in dataset.column_names]
+    """Every row (the first only, for a streamed split) holds conversational messages in `columns`."""
+    missing = [column for column in columns if column not in (dataset.column_names or [])]
     if missing:
-        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; found {', '.join(dataset.column_names)}")
-    first = next(iter(dataset), None)
-    if first is None:
+        found = ", ".join(dataset.column_names or []) or "none"
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)}; found {found}")
+    rows = dataset if hasattr(dataset, "__len__") else [next(iter(dataset), None)]
+    if not len(rows) or rows[0] is None:
         raise DataError(f"{where}: the split is empty")
-    for column in columns:
-        messages = first[column]
-        if not (
-            isinstance(messages, list) and messages and all(isinstance(m, dict) and "role" in m for m in messages)
-        ):
-            raise DataError(
-                f"{where}: column '{column}' must be conversational (a list of {{role, content}} messages), got "
-                f"{type(messages).__name__}; plain strings would bypass the model's chat template"
-            )
+    for index, row in enumerate(rows):
+        for column in columns:
+            if not _conversational(row[column]):
+                raise DataError(
+                    f"{where}: row {index}: column '{column}' must be conversational (a non-empty list of {{role, "
+                    f"content}} messages with text content), got {type(row[column]).__name__} {str(row[column])[:60]!r}; "
+                    "plain strings would bypass the model's chat template"
+                )
 
 
 def load_splits(
