@@ -11,7 +11,7 @@ import pytest
 
 from evoalign.errors import ConfigError
 from evoalign.evolve import rule_operators
-from evoalign.evolve.fitness import paper_fitness, reference_fitness
+from evoalign.evolve.fitness import flip_size, paper_fitness, reference_fitness
 from evoalign.evolve.llm_operators import parse_rewrite
 from evoalign.evolve.search import accepts, derive_seed, temperature
 from evoalign.evolve.selection import StrategySelector
@@ -162,11 +162,26 @@ def test_reference_fitness_is_the_published_form():
 # ---- selection, annealing, seeding --------------------------------------------------------------------------
 
 
-def test_fixed_selection_cycles_in_list_order():
-    strategies = [s for s in builtin_strategies() if s.kind == LLM]
-    selector = StrategySelector(strategies, "fixed")
-    assert [s.name for s in selector.choose(4, random.Random(0))] == [s.name for s in strategies[:4]]
-    assert selector.choose(2, random.Random(0), offset=8)[1].name == strategies[0].name
+PUBLISHED_LOOP = [
+    "anger",
+    "despair",
+    "disgust",
+    "generic_keywords",
+    "prejudiced_keywords",
+    "violent_keywords",
+    "controversial_topic",
+    "imaginary_scenario",
+    "implied_harm",
+]
+
+
+@pytest.mark.parametrize("kind, prefix", [(LLM, ""), (RULE, "rule_")])
+def test_fixed_selection_walks_the_published_loop_order(kind, prefix):
+    strategies = [s for s in builtin_strategies() if s.kind == kind]
+    selector = StrategySelector(list(reversed(strategies)), "fixed")
+    walked = [s.name for s in selector.choose(9, random.Random(0))]
+    assert walked == [prefix + name for name in PUBLISHED_LOOP]
+    assert selector.choose(2, random.Random(0), offset=8)[1].name == prefix + "anger"  # cycles on
 
 
 def test_uniform_selection_draws_distinct_strategies():
@@ -191,11 +206,27 @@ def test_bandit_learns_to_prefer_the_strategy_with_higher_gains_and_round_trips(
 def test_annealing_schedule_and_acceptance():
     from evoalign.evolve.config import EvolveConfig
 
-    config = EvolveConfig(seeds="x", output_dir="y")
+    config = EvolveConfig(seeds="x", output_dir="y", tau_scale=1)
     assert [temperature(config, t) for t in (0, 4, 20)] == pytest.approx([0.1, 0.08, 0.05])
     assert accepts(-1.0, -2.0, 0.1, 0.99) and accepts(-1.0, None, 0.1, 0.99)
     assert accepts(-1.05, -1.0, 0.1, math.exp(-0.5) - 1e-6)
     assert not accepts(-1.05, -1.0, 0.1, math.exp(-0.5) + 1e-6)
+
+
+@pytest.mark.parametrize("form, samples", [("paper", 10), ("paper", 4), ("reference", 10), ("reference", 4)])
+def test_scaled_temperature_accepts_one_flip_worse_as_often_as_the_published_code(form, samples):
+    from evoalign.evolve.config import EvolveConfig
+
+    published = math.exp(-math.log(10) / 10 / 0.1)  # reference form, K = 10, tau 0.1: one flip costs ln(10)/10
+    assert published == pytest.approx(0.1)
+    config = EvolveConfig(seeds="x", output_dir="y", fitness=form, samples=samples)
+    flip = flip_size(form, samples, config.refusal_floor)
+    assert math.exp(-flip / temperature(config, 0)) == pytest.approx(published)
+    assert math.exp(-flip / temperature(config, 20)) == pytest.approx(0.01)
+    # unscaled, the paper form (one flip = 6.9/K) made annealing greedy: about 0.001 at K = 10
+    unscaled = EvolveConfig(seeds="x", output_dir="y", fitness=form, samples=samples, tau_scale=1)
+    if form == "paper" and samples == 10:
+        assert math.exp(-flip / temperature(unscaled, 0)) < 0.002
 
 
 def test_derived_seeds_are_stable():
