@@ -26,21 +26,46 @@ def seed_texts() -> list[str]:
     return [json.loads(line)["instruction"] for path in SEED_FILES for line in path.read_text().splitlines()]
 
 
+PUBLISHED_LOOP = [
+    "anger",
+    "despair",
+    "disgust",
+    "generic_keywords",
+    "prejudiced_keywords",
+    "violent_keywords",
+    "controversial_topic",
+    "imaginary_scenario",
+    "implied_harm",
+]
+
+
 # ---- strategies ---------------------------------------------------------------------------------------------
 
 
-def test_builtin_strategies_cover_three_families_for_both_kinds():
+def test_builtin_strategy_sets_each_cover_the_three_families():
     strategies = builtin_strategies()
-    for kind in (LLM, RULE):
-        chosen = [s for s in strategies if s.kind == kind]
-        assert len(chosen) == 9
+    for name, kind in (("paper", LLM), ("softened", LLM), ("rule", RULE)):
+        chosen = [s for s in strategies if s.set == name]
+        assert len(chosen) == 9 and all(s.kind == kind for s in chosen)
         assert {s.family for s in chosen} == {"deceptive_context", "sensitive_keywords", "extreme_emotion"}
+
+
+def test_paper_set_keeps_the_authors_strength_and_the_softened_set_is_separate():
+    available = available_strategies()
+    paper = select_strategies(["paper"], available, has_mutator=True)
+    assert [s.name for s in paper] == ["paper_" + name for name in PUBLISHED_LOOP]
+    assert "suicide" in available["paper_despair"].prompt and "self-harm" in available["paper_despair"].prompt
+    assert "discriminatory" in available["paper_disgust"].prompt
+    assert "must not ask for anything about hurting oneself" in available["despair"].prompt
+    softened = select_strategies(["softened"], available, has_mutator=True)
+    assert [s.name for s in softened][:1] == ["controversial_topic"] and len(softened) == 9
+    assert len(select_strategies(["llm"], available, has_mutator=True)) == 18
 
 
 def test_select_strategies_groups_defaults_and_errors(tmp_path):
     available = available_strategies()
     assert all(s.kind == RULE for s in select_strategies(None, available, has_mutator=False))
-    assert all(s.kind == LLM for s in select_strategies(None, available, has_mutator=True))
+    assert all(s.set == "paper" for s in select_strategies(None, available, has_mutator=True))
     mixed = select_strategies(["anger", "rule"], available, has_mutator=True)
     assert mixed[0].name == "anger" and len(mixed) == 10
     with pytest.raises(ConfigError, match="did you mean|unknown strategy"):
@@ -162,22 +187,11 @@ def test_reference_fitness_is_the_published_form():
 # ---- selection, annealing, seeding --------------------------------------------------------------------------
 
 
-PUBLISHED_LOOP = [
-    "anger",
-    "despair",
-    "disgust",
-    "generic_keywords",
-    "prejudiced_keywords",
-    "violent_keywords",
-    "controversial_topic",
-    "imaginary_scenario",
-    "implied_harm",
-]
 
 
-@pytest.mark.parametrize("kind, prefix", [(LLM, ""), (RULE, "rule_")])
-def test_fixed_selection_walks_the_published_loop_order(kind, prefix):
-    strategies = [s for s in builtin_strategies() if s.kind == kind]
+@pytest.mark.parametrize("group, prefix", [("paper", "paper_"), ("softened", ""), ("rule", "rule_")])
+def test_fixed_selection_walks_the_published_loop_order(group, prefix):
+    strategies = [s for s in builtin_strategies() if s.set == group]
     selector = StrategySelector(list(reversed(strategies)), "fixed")
     walked = [s.name for s in selector.choose(9, random.Random(0))]
     assert walked == [prefix + name for name in PUBLISHED_LOOP]

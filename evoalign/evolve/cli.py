@@ -76,7 +76,7 @@ def check_run_dir(run_dir: Path, config: EvolveConfig, dist: Dist) -> None:
         )
 
 
-def _target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
+def load_target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
     options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
     name = options.pop("name", None) or spec_string(options)
     prefix = condition_prefix(options.pop("condition", condition))
@@ -102,7 +102,7 @@ def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
     pool.check(model_specs(config))
     mutator_params = SamplingParams.from_dict(config.mutator_sampling)
     target_params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
-    targets = [_target(entry, config.condition, pool) for entry in config.targets]
+    targets = [load_target(entry, config.condition, pool) for entry in config.targets]
     if len({t.name for t in targets}) < len(targets):
         raise ConfigError("two targets share a name; give them distinct 'name:' keys")
     verifier = get_verifier(

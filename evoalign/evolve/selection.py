@@ -11,7 +11,7 @@ order seeds are processed in (or on how seeds are sharded over processes).
 
 `uniform` draws strategies uniformly without replacement; `fixed` walks the strategies in the published code's
 loop order (anger, despair, disgust, generic sensitive words, prejudiced words, violent words, controversial
-topic, imagined scenario, implied harm; a rule strategy `rule_X` takes the place of `X`, and strategies outside
+topic, imagined scenario, implied harm; `paper_X` and `rule_X` take the place of `X`, and strategies outside
 that list follow in their given order), resuming where the previous request of the seed stopped.
 """
 
@@ -43,7 +43,7 @@ def published_order(strategies: Sequence[Strategy]) -> list[Strategy]:
     """`strategies` in the published code's loop order (see the module docstring); a stable sort."""
 
     def rank(strategy: Strategy) -> int:
-        name = strategy.name.removeprefix("rule_")
+        name = strategy.name.removeprefix("rule_").removeprefix("paper_")
         return PUBLISHED_ORDER.index(name) if name in PUBLISHED_ORDER else len(PUBLISHED_ORDER)
 
     return sorted(strategies, key=rank)
