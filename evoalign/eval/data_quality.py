@@ -35,6 +35,7 @@ from evoalign.eval.runner import (
     generate_responses,
     judge_responses,
     model_entries,
+    prr_window,
     sampling_params,
 )
 from evoalign.io import atomic_write_json
@@ -205,9 +206,11 @@ def target_metrics(
             prefix = condition_messages(condition, {})
             desc = f"{entry.name} [{condition}]"
             samples = generate_responses(model, instructions, prefix, sampling_params(eval_config), desc=desc)
-            verdicts = judge_responses(*judges, instructions, [sample.text for sample in samples])
+            prr_texts, prr_length = prr_window(model, samples, eval_config.prr_tokens)
+            verdicts = judge_responses(*judges, instructions, [sample.text for sample in samples], prr_texts)
             records = [{**verdict, "mean_logprob": s.mean_logprob} for verdict, s in zip(verdicts, samples)]
-            results.append({"target": entry.name, "condition": condition, **set_metrics(records)})
+            metrics = set_metrics(records)
+            results.append({"target": entry.name, "condition": condition, **metrics, "prr_length": prr_length})
         pool.release(entry.name)
     return results
 
