@@ -59,6 +59,18 @@ def test_paper_fitness_refuses_an_uncalibrated_judge_unless_opted_in():
     check_judge(EvolveConfig(seeds="s", output_dir="o"), get_judge("evoalign"))
 
 
+def test_the_evolve_command_stops_at_once_on_an_uncalibrated_judge(tmp_path):
+    from pathlib import Path
+
+    from evoalign.evolve.cli import main
+
+    tiny = str(Path(__file__).resolve().parents[1] / "datagen" / "configs" / "tiny.yaml")
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="judge 'evoalign-rules' gives an uncalibrated p_refusal"):
+        main(["--config", tiny, "--output_dir", str(run_dir), "--judge", "evoalign-rules"])
+    assert not run_dir.exists()
+
+
 # ---- items 2-3: an honest incumbent; annealing that can accept worse candidates --------------------------------
 
 SEEDS = [

@@ -93,13 +93,16 @@ def model_specs(config: EvolveConfig) -> list[Any]:
 
 
 def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
-    """Resolve strategies (first: fast errors), check every model, then load the targets, verifier, judge, mutator."""
+    """Resolve strategies (first: fast errors), check every model, load the judge (and check it suits the fitness
+    form), then the targets, verifier and mutator."""
     from evoalign.evolve.llm_operators import LLMOperators
 
     strategies = select_strategies(
         config.strategies, available_strategies(config.strategies_file), has_mutator=config.mutator is not None
     )
     pool.check(model_specs(config))
+    judge = load_judge(config.judge, pool)
+    check_judge(config, judge)
     mutator_params = SamplingParams.from_dict(config.mutator_sampling)
     target_params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
     targets = [load_target(entry, config.condition, pool) for entry in config.targets]
@@ -108,8 +111,6 @@ def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
     verifier = get_verifier(
         config.verifier, voting=config.verifier_voting, strictness=config.verifier_strictness, load=pool.get
     )
-    judge = load_judge(config.judge, pool)
-    check_judge(config, judge)
     mutator = pool.get(config.mutator, "mutator") if config.mutator is not None else None
     llm = LLMOperators(mutator, mutator_params) if mutator is not None else None
     evaluator = FitnessEvaluator(
