@@ -187,8 +187,6 @@ def test_reference_fitness_is_the_published_form():
 # ---- selection, annealing, seeding --------------------------------------------------------------------------
 
 
-
-
 @pytest.mark.parametrize("group, prefix", [("paper", "paper_"), ("softened", ""), ("rule", "rule_")])
 def test_fixed_selection_walks_the_published_loop_order(group, prefix):
     strategies = [s for s in builtin_strategies() if s.set == group]

@@ -229,8 +229,8 @@ def test_weights_ship_as_a_small_plain_json_file_and_bad_files_are_clear_errors(
 
 def test_stages_use_the_trained_judge_by_default():
     from evoalign.build.config import BuildConfig
-    from evoalign.evolve.config import EvolveConfig
     from evoalign.eval.runner import EvalConfig
+    from evoalign.evolve.config import EvolveConfig
 
     for config in (BuildConfig, EvolveConfig, EvalConfig):
         default = {f.name: f.default for f in config.__dataclass_fields__.values()}

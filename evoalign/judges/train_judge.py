@@ -19,7 +19,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evoalign.config import parse_config
 from evoalign.errors import ConfigError, run_main

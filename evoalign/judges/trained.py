@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from evoalign.errors import ConfigError
+from evoalign.io import atomic_write_text
 from evoalign.judges.base import COMPLIANCE, PARTIAL, REFUSAL, JudgeItem, RefusalJudge
 from evoalign.judges.lexical import FeatureSpace, describe, extract
-from evoalign.io import atomic_write_text
 
 SHIPPED_WEIGHTS = Path(__file__).with_name("data") / "evoalign_judge.json"
 CLASSES = (COMPLIANCE, REFUSAL, PARTIAL)

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from evoalign.errors import DataError
+from evoalign.io import iter_records
 from evoalign.judges.base import COMPLIANCE, PARTIAL, REFUSAL, JudgeItem
 from evoalign.judges.lexical import FeatureSpace, extract
 from evoalign.judges.trained import CLASSES, LexicalModel
-from evoalign.io import iter_records
 
 XSTEST_LABELS = {"1_full_compliance": COMPLIANCE, "2_full_refusal": REFUSAL, "3_partial_refusal": PARTIAL}
 XSTEST_PREFIX = "xstest_v2_completions_"
