@@ -19,7 +19,8 @@ from evoalign.evolve.strategies import LLM, RULE, available_strategies, builtin_
 from evoalign.judges.verifiers import RuleVerifier, assess
 from evoalign.text import deduplicate, jaccard, shingles
 
-SEED_FILES = sorted((Path(__file__).resolve().parents[1] / "datagen" / "seeds").glob("*.jsonl"))
+SEED_DIR = Path(__file__).resolve().parents[1] / "datagen" / "seeds"
+SEED_FILES = [SEED_DIR / "offline.jsonl", SEED_DIR / "starter.jsonl"]  # harmful_train.jsonl is the build's, not seeds
 
 
 def seed_texts() -> list[str]:
