@@ -27,17 +27,11 @@ def seed_texts() -> list[str]:
     return [json.loads(line)["instruction"] for path in SEED_FILES for line in path.read_text().splitlines()]
 
 
-PUBLISHED_LOOP = [
-    "anger",
-    "despair",
-    "disgust",
-    "generic_keywords",
-    "prejudiced_keywords",
-    "violent_keywords",
-    "controversial_topic",
-    "imaginary_scenario",
-    "implied_harm",
-]
+# the authors' code's loop order (framework/evorefuse.py: mutprompts), written out as the spec
+PUBLISHED_LOOP = (
+    "anger despair disgust generic_keywords prejudiced_keywords violent_keywords controversial_topic "
+    "imaginary_scenario implied_harm"
+).split()
 
 
 # ---- strategies ---------------------------------------------------------------------------------------------
