@@ -103,11 +103,22 @@ class SeedState:
         return bool(self.seed_verification["verified"])
 
     def add_estimate(self, evaluation: dict[str, Any]) -> None:
-        """Pool a fresh evaluation of the current instruction: its fitness becomes the mean of all re-estimates."""
+        """Pool a fresh evaluation of the current instruction: its fitness becomes the mean of all re-estimates.
+
+        The per-target figures are the fresh evaluation's; the responses accumulate every sample the instruction
+        got since it became current (those it was selected on included): all are real target answers, and their
+        refusals are the build's DPO rejected answers.
+        """
         if evaluation["fitness"] is not None:
             self.estimates.append(evaluation["fitness"])
         pooled = sum(self.estimates) / len(self.estimates) if self.estimates else None
-        self.evaluation = {**evaluation, "fitness": pooled, "estimates": len(self.estimates)}
+        targets = evaluation["targets"]
+        if self.evaluation is not None:
+            targets = [
+                {**new, "responses": old["responses"] + new["responses"]}
+                for old, new in zip(self.evaluation["targets"], targets)
+            ]
+        self.evaluation = {**evaluation, "targets": targets, "fitness": pooled, "estimates": len(self.estimates)}
 
     @property
     def fitness(self) -> float | None:
