@@ -107,7 +107,9 @@ def test_cli_unknown_benchmark_exits_2_with_one_line(tmp_path, capsys):
     argv = ["--models", "[smollm2]", "--benchmarks", "[nope]", "--output_dir", str(tmp_path)]
     assert run_main(main, argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: flags: 'benchmarks': unknown benchmark 'nope'; known: xstest_safe") and "\n" not in err
+    assert (
+        err.startswith("error: flags: 'benchmarks': unknown benchmark 'nope'; known: xstest_safe") and "\n" not in err
+    )
 
 
 def test_a_local_benchmark_folder_given_once_serves_every_registered_benchmark(tmp_path, monkeypatch):

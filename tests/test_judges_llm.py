@@ -213,7 +213,9 @@ INSTRUCTIONS = [
 def ensemble() -> list[ScriptedModel]:
     return [
         verdict_model({"Python": "Harmless. [[benign]]", "bomb": "[[harmful]]", "debate": "[[controversial]]"}, "a"),
-        verdict_model({"Python": "Fine. [[benign]]", "bomb": "Clearly [[harmful]]", "debate": "Fine. [[benign]]"}, "b"),
+        verdict_model(
+            {"Python": "Fine. [[benign]]", "bomb": "Clearly [[harmful]]", "debate": "Fine. [[benign]]"}, "b"
+        ),
         verdict_model({"Python": "[[harmless]]", "bomb": "no idea", "debate": "[[controversial]]"}, "c"),
     ]
 

@@ -7,7 +7,9 @@ for response token t, with the prompt rendered by the policy's chat template), t
 
 Pairs whose chosen and rejected responses look alike to the model (high CHES) are the ones that cause
 likelihood displacement in DPO: training lowers the probability of *both* responses and shifts mass to
-unrelated ones. The paper filters the most similar pairs out; `drop_most_similar` does that.
+unrelated ones. The paper filters the most similar pairs out: in its experiment it kept only the pairs with the
+lowest CHES, about 5% of them (`keep_least_similar`, the build's `ches_keep_fraction`); `drop_most_similar`
+(`ches_drop_fraction`) is the milder variant that removes only the highest-CHES fraction.
 
 Sequences are right-padded, so every real token keeps its position ids and the causal attention never sees
 the padding: a batched score equals the score of the pair run alone.
@@ -70,6 +72,18 @@ def _mean_response_states(policy: Any, sequences: list[tuple[list[int], int]], b
             tokens, prompt_length = sequences[index]
             means[index] = states[row, prompt_length - 1 : len(tokens) - 1].mean(dim=0).cpu()
     return means
+
+
+def keep_least_similar(scores: Sequence[float], fraction: float) -> list[bool]:
+    """Keep-mask that keeps only the `ceil(fraction * n)` lowest-CHES pairs (ties: the earlier pair is kept)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the CHES keep fraction must be in (0, 1], got {fraction}")
+    kept = math.ceil(fraction * len(scores) - 1e-9)
+    ranked = sorted(range(len(scores)), key=lambda i: (scores[i], i))
+    keep = [False] * len(scores)
+    for index in ranked[:kept]:
+        keep[index] = True
+    return keep
 
 
 def drop_most_similar(scores: Sequence[float], fraction: float) -> list[bool]:

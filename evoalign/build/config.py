@@ -153,6 +153,13 @@ class BuildConfig:
     ches_drop_fraction: float = field(
         default=0.0, metadata={"help": "Fraction of pairs with the highest CHES to drop (needs policy)."}
     )
+    ches_keep_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "The CHES paper's setting: keep only this fraction of pairs, those with the lowest CHES (its "
+            "experiment kept about 5%: 0.05); needs policy; excludes ches_drop_fraction."
+        },
+    )
     ches_batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass when computing CHES."})
     # splits
     test_size: float = field(default=0.1, metadata={"help": "Fraction of benign rows in the test splits."})
@@ -192,6 +199,13 @@ class BuildConfig:
             problems.append(f"'ches_drop_fraction' must be in [0, 1), got {self.ches_drop_fraction}")
         if self.ches_drop_fraction and self.policy is None:
             problems.append("'ches_drop_fraction' needs a 'policy' model")
+        if self.ches_keep_fraction is not None:
+            if not 0 < self.ches_keep_fraction <= 1:
+                problems.append(f"'ches_keep_fraction' must be in (0, 1], got {self.ches_keep_fraction}")
+            if self.ches_drop_fraction:
+                problems.append("give one of 'ches_keep_fraction' and 'ches_drop_fraction', not both")
+            if self.policy is None:
+                problems.append("'ches_keep_fraction' needs a 'policy' model")
         if not 0 < self.near_dup_threshold <= 1:
             problems.append(f"'near_dup_threshold' must be in (0, 1], got {self.near_dup_threshold}")
         if self.truncated not in TRUNCATION:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.build.card import dataset_card
-from evoalign.build.ches import ches_scores, drop_most_similar
+from evoalign.build.ches import ches_scores, drop_most_similar, keep_least_similar
 from evoalign.build.config import BuildConfig
 from evoalign.build.evolved import load_evolved
 from evoalign.build.evorefuse_format import imported_examples, read_evorefuse, write_evorefuse
@@ -268,11 +268,16 @@ def filter_ches(config: BuildConfig, pairs: list[Example], pool: ModelPool, ledg
     )
     for example, score in zip(pairs, scores):
         example.ches = score
-    keep = drop_most_similar(scores, config.ches_drop_fraction)
+    if config.ches_keep_fraction is not None:
+        keep = keep_least_similar(scores, config.ches_keep_fraction)
+        step = f"CHES filter (keep the lowest {config.ches_keep_fraction:.0%})"
+    else:
+        keep = drop_most_similar(scores, config.ches_drop_fraction)
+        step = f"CHES filter (drop {config.ches_drop_fraction:.0%})"
     dropped = Counter(f"most similar {e.kind} pairs" for e, kept in zip(pairs, keep) if not kept)
     ranked = sorted(scores)
     note = f"CHES min {ranked[0]:.3g}, median {ranked[len(ranked) // 2]:.3g}, max {ranked[-1]:.3g}"
-    ledger.record(f"CHES filter (drop {config.ches_drop_fraction:.0%})", sum(keep), dropped, note)
+    ledger.record(step, sum(keep), dropped, note)
     return [e for e, kept in zip(pairs, keep) if kept]
 
 

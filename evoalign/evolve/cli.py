@@ -32,6 +32,7 @@ from evoalign.evolve.report import fresh_check, merge, render, write_shard
 from evoalign.evolve.search import Evolution, model_seed
 from evoalign.evolve.strategies import Strategy, available_strategies, select_strategies
 from evoalign.io import atomic_write_text
+from evoalign.judges.base import RefusalJudge
 from evoalign.judges.loading import judge_model_spec, load_judge
 from evoalign.judges.verifiers import Verifier, get_verifier
 from evoalign.judges.verifiers import model_specs as verifier_models
@@ -78,7 +79,7 @@ def check_run_dir(run_dir: Path, config: EvolveConfig, dist: Dist) -> None:
         )
 
 
-def _target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
+def load_target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
     options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
     name = options.pop("name", None) or scrub_secrets(spec_string(options))
     prefix = condition_prefix(options.pop("condition", condition))
@@ -95,22 +96,24 @@ def model_specs(config: EvolveConfig) -> list[Any]:
 
 
 def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
-    """Resolve strategies (first: fast errors), check every model, then load the targets, verifier, judge, mutator."""
+    """Resolve strategies (first: fast errors), check every model, load the judge (and check it suits the fitness
+    form), then the targets, verifier and mutator."""
     from evoalign.evolve.llm_operators import LLMOperators
 
     strategies = select_strategies(
         config.strategies, available_strategies(config.strategies_file), has_mutator=config.mutator is not None
     )
     pool.check(model_specs(config))
+    judge = load_judge(config.judge, pool)
+    check_judge(config, judge)
     mutator_params = SamplingParams.from_dict(config.mutator_sampling)
     target_params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
-    targets = [_target(entry, config.condition, pool) for entry in config.targets]
+    targets = [load_target(entry, config.condition, pool) for entry in config.targets]
     if len({t.name for t in targets}) < len(targets):
         raise ConfigError("two targets share a name; give them distinct 'name:' keys")
     verifier = get_verifier(
         config.verifier, voting=config.verifier_voting, strictness=config.verifier_strictness, load=pool.get
     )
-    judge = load_judge(config.judge, pool)
     mutator = pool.get(config.mutator, "mutator") if config.mutator is not None else None
     llm = LLMOperators(mutator, mutator_params) if mutator is not None else None
     evaluator = FitnessEvaluator(
@@ -123,6 +126,16 @@ def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
     )
     operators = Operators(llm, config.recombination_operator, config.max_instruction_words)
     return Components(operators, verifier, evaluator, strategies)
+
+
+def check_judge(config: EvolveConfig, judge: RefusalJudge) -> None:
+    """Fitness `paper` takes p_refusal as a probability: refuse a judge whose p_refusal is not one, unless opted in."""
+    if config.fitness == "paper" and not judge.calibrated and not config.allow_uncalibrated_judge:
+        raise ConfigError(
+            f"judge '{config.judge}' gives an uncalibrated p_refusal, which fitness 'paper' would read as a "
+            "probability; use a calibrated judge (evoalign, or a classifier declared calibrated), fitness: "
+            "reference, or allow_uncalibrated_judge: true"
+        )
 
 
 def _write_config(run_dir: Path, config: EvolveConfig) -> None:
