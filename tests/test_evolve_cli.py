@@ -42,7 +42,8 @@ def test_offline_run_writes_a_datasets_loadable_set_and_a_summary(tmp_path, tiny
     assert {"seed", "instruction", "lineage", "fitness", "targets", "verdict", "reason", "fresh"} <= set(row)
     assert row["verdict"] == "benign" and len(row["lineage"]) == 3
     target = row["targets"][0]
-    assert target["model"].startswith("hf:") and len(target["responses"]) == 2
+    # K = 2 samples per evaluation: the final instruction keeps those it was selected on and each re-estimate's
+    assert target["model"].startswith("hf:") and len(target["responses"]) >= 2 and len(target["responses"]) % 2 == 0
     assert {"text", "label", "p_refusal", "logprob_sum", "num_tokens"} <= set(target["responses"][0])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [it["iteration"] for it in summary["iterations"]] == [0, 1, 2, 3]
