@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoalign.errors import ConfigError
-from evoalign.evolve.fitness import FORMS
 from evoalign.evolve.operators import RECOMBINATIONS
 from evoalign.evolve.selection import MODES
+from evoalign.judges.fitness import FORMS
 from evoalign.judges.verifiers import SPEC_HELP, check_options
 
 # Keys that may differ when a run is resumed (e.g. a moved run directory, an extended run): they change where the
