@@ -94,7 +94,7 @@ def test_each_iteration_makes_one_batched_call_per_target(tmp_path):
     run = evolution(tmp_path, targets=targets)
     run.run(SEEDS)
     for target in targets:
-        assert target.calls == 3, "one generate call per iteration, all seeds' candidates together"
+        assert target.calls == 3 + 1, "one call per iteration (candidates and re-estimates together), one final"
         assert target.rows > 4 * 3
 
 

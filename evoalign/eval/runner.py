@@ -22,6 +22,7 @@ from evoalign.benchmarks import BenchmarkData, load_suite
 from evoalign.config import config_to_dict
 from evoalign.errors import ConfigError
 from evoalign.eval.metrics import benchmark_metrics, mean_logprob, pooled
+from evoalign.eval.overlap import benchmark_overlap, overlap_lines, training_prompts
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
 from evoalign.io import atomic_write_json
 from evoalign.judges import get_judge
@@ -29,7 +30,7 @@ from evoalign.judges.base import COMPLIANCE, UNKNOWN
 from evoalign.judges.loading import load_judge
 from evoalign.labels import BENIGN, HARMFUL
 from evoalign.models import ChatModel, SamplingParams, check_context, parse_spec
-from evoalign.models.base import Sample
+from evoalign.models.base import TRANSFORMERS, Sample
 from evoalign.models.pool import ModelPool
 from evoalign.prompts import CONDITIONS, Message, condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
@@ -75,6 +76,23 @@ class EvalConfig:
         default="evoalign", metadata={"help": "refusal judge spec (evoalign, xstest, llm:<model>, ...)"}
     )
     max_new_tokens: int = field(default=256, metadata={"help": "response length limit in tokens"})
+    prr_tokens: int = field(
+        default=100,
+        metadata={
+            "help": "the PRR keyword rule reads the first this many generated tokens (the EvoRefuse paper's "
+            "evaluation length), whatever max_new_tokens is; the report says the length it used"
+        },
+    )
+    training_data: Any = field(
+        default=None,
+        metadata={
+            "help": "overlap guard: training data of the models under test (a build output folder or any JSONL, or "
+            "a list of them); every benchmark with prompts in it is named, with counts, in the log and the report"
+        },
+    )
+    overlap_threshold: float = field(
+        default=0.5, metadata={"help": "overlap guard: word 3-gram Jaccard at which two prompts are near-duplicates"}
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy decoding"})
     batch_size: int = field(default=32, metadata={"help": "generation batch size for hf models"})
     limit: int | None = field(default=None, metadata={"help": "at most this many prompts per benchmark (seeded)"})
@@ -92,6 +110,10 @@ class EvalConfig:
             raise ConfigError(f"{where}: 'benchmarks' is empty")
         if self.max_new_tokens < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"{where}: max_new_tokens, batch_size and limit must be positive")
+        if self.prr_tokens < 1:
+            raise ConfigError(f"{where}: 'prr_tokens' must be at least 1, got {self.prr_tokens}")
+        if not 0 < self.overlap_threshold <= 1:
+            raise ConfigError(f"{where}: 'overlap_threshold' must be in (0, 1], got {self.overlap_threshold}")
 
 
 @dataclass(frozen=True)
@@ -160,11 +182,38 @@ def generate_responses(
     return [samples[0] for samples in model.generate(with_condition(prompts, prefix), params, desc=desc)]
 
 
-def judge_responses(judge: Any, prr_judge: Any, prompts: Sequence[str], texts: Sequence[str]) -> list[dict[str, Any]]:
-    """The judge's label, p_refusal and rationale plus the PRR verdict for each response."""
+def prr_window(model: ChatModel, samples: Sequence[Sample], limit: int) -> tuple[list[str], dict[str, Any]]:
+    """The part of each response the PRR rule reads: its first `limit` tokens, and how that was done.
+
+    A response of at most `limit` tokens is read whole; a longer one is cut with the model's own tokenizer. A
+    model without a local tokenizer (an API model) has its longer responses read whole, and the returned
+    description says so, so that the report states the length it used.
+    """
+    texts = [sample.text for sample in samples]
+    longer = [i for i, s in enumerate(samples) if s.num_tokens is None or s.num_tokens > limit]
+    if not longer:
+        return texts, {"tokens": limit, "cut": 0, "whole_longer": 0}
+    if TRANSFORMERS not in model.capabilities:
+        return texts, {"tokens": limit, "cut": 0, "whole_longer": len(longer)}
+    tokenizer = model.hf_tokenizer
+    cut = 0
+    for i in longer:
+        ids = tokenizer(texts[i], add_special_tokens=False)["input_ids"]
+        if len(ids) > limit:
+            texts[i] = tokenizer.decode(ids[:limit], skip_special_tokens=True)
+            cut += 1
+    return texts, {"tokens": limit, "cut": cut, "whole_longer": 0}
+
+
+def judge_responses(
+    judge: Any, prr_judge: Any, prompts: Sequence[str], texts: Sequence[str], prr_texts: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The judge's label, p_refusal and rationale plus the PRR verdict for each response (PRR on `prr_texts`,
+    the responses cut to the PRR length, when given)."""
     items = [{"prompt": prompt, "response": text} for prompt, text in zip(prompts, texts)]
     verdicts = judge.classify(items)
-    prr = prr_judge.classify(items)
+    prr_items = [{"prompt": p, "response": t} for p, t in zip(prompts, prr_texts)] if prr_texts is not None else items
+    prr = prr_judge.classify(prr_items)
     return [
         {
             "label": verdict["label"],
@@ -216,7 +265,8 @@ def evaluate_run(
     started = time.perf_counter()
     samples = generate_responses(model, prompts, prefix, sampling_params(config), desc=f"{entry.name} [{condition}]")
     generated = time.perf_counter()
-    verdicts = judge_responses(*judges, prompts, [sample.text for sample in samples])
+    prr_texts, prr_length = prr_window(model, samples, config.prr_tokens)
+    verdicts = judge_responses(*judges, prompts, [sample.text for sample in samples], prr_texts)
     by_prompt = dict(zip(prompts, zip(samples, verdicts)))
     responses, metrics = [], {}
     for bench in suite:
@@ -231,6 +281,7 @@ def evaluate_run(
         "base": entry.base,
         "summary": _summary(metrics, suite, responses),
         "metrics": metrics,
+        "prr_length": prr_length,
         "timing": {
             "prompts": len(prompts),
             "generate_s": round(generated - started, 2),
@@ -255,10 +306,31 @@ def _record(benchmark: str, item: Mapping[str, Any], sample: Sample, verdict: Ma
     }
 
 
+def check_overlap(config: EvalConfig, suite: Sequence[BenchmarkData]) -> dict[str, Any] | None:
+    """The overlap guard (`evoalign.eval.overlap`): logs a warning per overlapping benchmark; None without
+    `training_data`."""
+    if not config.training_data:
+        return None
+    paths = [config.training_data] if isinstance(config.training_data, str) else list(config.training_data)
+    train = training_prompts(paths)
+    per_benchmark = benchmark_overlap(train, suite, threshold=config.overlap_threshold)
+    for line in overlap_lines(per_benchmark):
+        logger.warning("train/test overlap: %s", line)
+    if not overlap_lines(per_benchmark):
+        logger.info("train/test overlap: no benchmark prompt is in the %d training prompts", len(train))
+    return {
+        "training_data": [str(p) for p in paths],
+        "training_prompts": len(train),
+        "threshold": config.overlap_threshold,
+        "benchmarks": per_benchmark,
+    }
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run the whole evaluation, write report.json, report.md and tradeoff.png, and return the report."""
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed, local_dir=config.benchmark_dir)
+    overlap = check_overlap(config, suite)
     out = Path(config.output_dir)
     runs = []
     with ModelPool(out / "responses.sqlite") as pool:
@@ -280,6 +352,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "prr": PRR_JUDGE,
         "generation": sampling_params(config).to_dict(),
         "benchmarks": {bench.name: bench.describe() for bench in suite},
+        "prr_tokens": config.prr_tokens,
+        "overlap": overlap,
         "runs": runs,
         "config": config_to_dict(config),
     }

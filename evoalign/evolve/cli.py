@@ -30,6 +30,7 @@ from evoalign.evolve.report import fresh_check, merge, render, write_shard
 from evoalign.evolve.search import Evolution
 from evoalign.evolve.strategies import Strategy, available_strategies, select_strategies
 from evoalign.io import atomic_write_text
+from evoalign.judges.base import RefusalJudge
 from evoalign.judges.fitness import FitnessEvaluator, load_target, target_model_spec
 from evoalign.judges.loading import judge_model_spec, load_judge
 from evoalign.judges.verifiers import Verifier, get_verifier
@@ -98,6 +99,7 @@ def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
         config.verifier, voting=config.verifier_voting, strictness=config.verifier_strictness, load=pool.get
     )
     judge = load_judge(config.judge, pool)
+    check_judge(config, judge)
     mutator = pool.get(config.mutator, "mutator") if config.mutator is not None else None
     llm = LLMOperators(mutator, mutator_params) if mutator is not None else None
     evaluator = FitnessEvaluator(
@@ -110,6 +112,16 @@ def build_components(config: EvolveConfig, pool: ModelPool) -> Components:
     )
     operators = Operators(llm, config.recombination_operator, config.max_instruction_words)
     return Components(operators, verifier, evaluator, strategies)
+
+
+def check_judge(config: EvolveConfig, judge: RefusalJudge) -> None:
+    """Fitness `paper` takes p_refusal as a probability: refuse a judge whose p_refusal is not one, unless opted in."""
+    if config.fitness == "paper" and not judge.calibrated and not config.allow_uncalibrated_judge:
+        raise ConfigError(
+            f"judge '{config.judge}' gives an uncalibrated p_refusal, which fitness 'paper' would read as a "
+            "probability; use a calibrated judge (evoalign, or a classifier declared calibrated), fitness: "
+            "reference, or allow_uncalibrated_judge: true"
+        )
 
 
 def _write_config(run_dir: Path, config: EvolveConfig) -> None:

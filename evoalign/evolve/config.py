@@ -8,7 +8,7 @@ from typing import Any
 from evoalign.errors import ConfigError
 from evoalign.evolve.operators import RECOMBINATIONS
 from evoalign.evolve.selection import MODES
-from evoalign.judges.fitness import FORMS
+from evoalign.judges.fitness import FORMS, tau_scale
 from evoalign.judges.verifiers import SPEC_HELP, check_options
 
 # Keys that may differ when a run is resumed (e.g. a moved run directory, an extended run): they change where the
@@ -66,6 +66,13 @@ class EvolveConfig:
         default="evoalign",
         metadata={"help": "refusal judge giving p_refusal: evoalign, xstest, evorefuse, llm:<spec>, ..."},
     )
+    allow_uncalibrated_judge: bool = field(
+        default=False,
+        metadata={
+            "help": "let fitness 'paper' take an uncalibrated judge's p_refusal (string rules: 0/1 scores) as a "
+            "probability; off by default because the search then optimises the score, not refusals"
+        },
+    )
     # search
     iterations: int = field(default=5, metadata={"help": "T: evolution steps per seed"})
     population: int = field(default=4, metadata={"help": "L: verified mutants kept per seed and iteration"})
@@ -91,6 +98,26 @@ class EvolveConfig:
     max_instruction_words: int = field(
         default=150, metadata={"help": "candidates longer than this many words are dropped"}
     )
+    # quality gate (before verification)
+    quality_gate: bool = field(
+        default=True,
+        metadata={
+            "help": "drop mutants that are not well-formed requests or not tied to the instruction they rewrote"
+        },
+    )
+    min_instruction_words: int = field(
+        default=4, metadata={"help": "quality gate: candidates shorter than this many words are dropped"}
+    )
+    min_parent_similarity: float = field(
+        default=0.3,
+        metadata={
+            "help": "quality gate: least MiniLM cosine similarity of a candidate to its parent (a recombinant: to "
+            "either parent); 0.3 is above 95% of unrelated request pairs (docs/evolve.md)"
+        },
+    )
+    embedding_model: str | None = field(
+        default=None, metadata={"help": "quality gate's sentence-embedding model; null = the bundled all-MiniLM-L6-v2"}
+    )
     # fitness
     samples: int = field(default=10, metadata={"help": "K: target responses sampled per candidate"})
     fitness: str = field(
@@ -111,7 +138,14 @@ class EvolveConfig:
         default_factory=lambda: {"temperature": 1.0, "max_new_tokens": 256},
         metadata={"help": "mutator sampling parameters"},
     )
-    # annealing: tau_t = max(tau_min, tau_start - tau_decay * t)
+    # annealing: tau_t = scale * max(tau_min, tau_start - tau_decay * t)
+    tau_scale: Any = field(
+        default="flip",
+        metadata={
+            "help": "flip: scale the temperatures so one flipped sample weighs what it did in the published code "
+            "(fitness reference, K = 10); a number multiplies them as given (1 = unscaled)"
+        },
+    )
     tau_start: float = field(default=0.1, metadata={"help": "annealing temperature at t = 0"})
     tau_decay: float = field(default=0.005, metadata={"help": "annealing temperature decrease per iteration"})
     tau_min: float = field(default=0.05, metadata={"help": "lowest annealing temperature"})
@@ -136,7 +170,15 @@ class EvolveConfig:
             raise ConfigError(f"{where}: 'output_dir' is required")
         if not self.targets:
             raise ConfigError(f"{where}: 'targets' needs at least one model")
-        positive = ("iterations", "population", "samples", "mutation_rounds", "max_instruction_words", "dedup_ngram")
+        positive = (
+            "iterations",
+            "population",
+            "samples",
+            "mutation_rounds",
+            "max_instruction_words",
+            "min_instruction_words",
+            "dedup_ngram",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}: '{name}' must be at least 1, got {getattr(self, name)}")
@@ -163,8 +205,23 @@ class EvolveConfig:
             raise ConfigError(f"{where}: 'dedup_threshold' must be in (0, 1], got {self.dedup_threshold}")
         if self.tau_min <= 0 or self.tau_start < self.tau_min:
             raise ConfigError(f"{where}: need 0 < tau_min <= tau_start")
+        if self.tau_scale != "flip" and (
+            isinstance(self.tau_scale, bool) or not isinstance(self.tau_scale, (int, float)) or self.tau_scale <= 0
+        ):
+            raise ConfigError(f"{where}: 'tau_scale' must be 'flip' or a positive number, got {self.tau_scale!r}")
+        if not 0 <= self.min_parent_similarity < 1:
+            raise ConfigError(f"{where}: 'min_parent_similarity' must be in [0, 1), got {self.min_parent_similarity}")
+        if self.min_instruction_words > self.max_instruction_words:
+            raise ConfigError(f"{where}: 'min_instruction_words' is above 'max_instruction_words'")
         if self.recombination == "llm" and self.mutator is None:
             raise ConfigError(f"{where}: recombination 'llm' needs a 'mutator' model")
+
+    @property
+    def effective_tau_scale(self) -> float:
+        """The factor applied to tau_t (see `tau_scale`)."""
+        if self.tau_scale == "flip":
+            return tau_scale(self.fitness, self.samples, self.refusal_floor)
+        return float(self.tau_scale)
 
     @property
     def recombination_operator(self) -> str:

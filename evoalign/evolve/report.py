@@ -74,7 +74,13 @@ def fresh_check(evaluator: FitnessEvaluator, seeds: Sequence[SeedState], samples
     before, after = evaluations[: len(seeds)], evaluations[len(seeds) :]
     return {
         s.index: [
-            {"model": b["model"], "seed_refusal_rate": b["refusal_rate"], "refusal_rate": a["refusal_rate"]}
+            {
+                "model": b["model"],
+                "seed_refusal_rate": b["refusal_rate"],
+                "refusal_rate": a["refusal_rate"],
+                "seed_fitness": b["fitness"],
+                "fitness": a["fitness"],
+            }
             for b, a in zip(old["targets"], new["targets"])
         ]
         for s, old, new in zip(seeds, before, after)
@@ -157,7 +163,7 @@ def _strategy_table(iterations: list[dict[str, Any]]) -> dict[str, Any]:
     table = {}
     for name, c in sorted(totals.items()):
         table[name] = {
-            **{k: c[k] for k in ("attempts", "rejected", "evaluated", "improved", "best", "accepted")},
+            **{k: c.get(k, 0) for k in ("attempts", "gated", "rejected", "evaluated", "improved", "best", "accepted")},
             "failures": c["failures"],
             "success_rate": _rate(c["improved"], c["evaluated"]),
             "mean_gain": _rate(c["gain_sum"], c["evaluated"]),
@@ -176,6 +182,40 @@ def _refusal_rates(rows: list[dict[str, Any]], evolved: list[dict[str, Any]]) ->
     return report
 
 
+def _fitness_check(evolved: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Stored fitness of the evolved rows (what the search believes) against their fitness on fresh samples.
+
+    Only single-target rows compare directly (a row's fitness is the mean over targets, the fresh one per target).
+    `gap` = stored - fresh; its standard error comes from the per-row differences.
+    """
+    pairs = [
+        (row["fitness"], row["fresh"][0].get("fitness"))
+        for row in evolved
+        if len(row["fresh"]) == 1 and row["fitness"] is not None and row["fresh"][0].get("fitness") is not None
+    ]
+    if not pairs:
+        return None
+    gaps = [stored - fresh for stored, fresh in pairs]
+    mean = sum(gaps) / len(gaps)
+    spread = (sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1)) ** 0.5 if len(gaps) > 1 else None
+    return {
+        "rows": len(pairs),
+        "stored": sum(p[0] for p in pairs) / len(pairs),
+        "fresh": sum(p[1] for p in pairs) / len(pairs),
+        "gap": mean,
+        "gap_standard_error": spread / len(gaps) ** 0.5 if spread is not None else None,
+    }
+
+
+def _not_improved(refusal: dict[str, Any]) -> list[str]:
+    """Targets on which the evolved set is not refused more often than the seeds on fresh samples."""
+    return [
+        model
+        for model, r in refusal.items()
+        if r["seeds"] is not None and (r["evolved"] is None or r["evolved"] <= r["seeds"])
+    ]
+
+
 def summarize(
     rows: list[dict[str, Any]], evolved: list[dict[str, Any]], rejected: list[dict[str, Any]], histories: list
 ) -> dict[str, Any]:
@@ -190,6 +230,8 @@ def summarize(
                 "acceptance_rate": _rate(entry["accepted"], entry["seeds"]),
                 "candidates": entry["candidates"],
                 "verifier_rejection_rate": _rate(entry["rejected"], entry["verified"]),
+                "worse_acceptance_rate": _rate(entry.get("worse_accepted", 0), entry.get("worse", 0)),
+                "gated": entry.get("gated", 0),
                 "seconds": round(entry["seconds"], 2),
             }
         )
@@ -198,6 +240,7 @@ def summarize(
         for counters in entry["operators"].values():
             for kind, count in counters["failures"].items():
                 failures[kind] = failures.get(kind, 0) + count
+    refusal = _refusal_rates(rows, evolved)
     return {
         "seeds": len(rows) + len(rejected),
         "seeds_rejected": len(rejected),
@@ -209,9 +252,16 @@ def summarize(
         "verifier_rejection_rate": _rate(
             sum(e["rejected"] for e in iterations), sum(e["verified"] for e in iterations)
         ),
+        "worse_offered": sum(e.get("worse", 0) for e in iterations),
+        "worse_acceptance_rate": _rate(
+            sum(e.get("worse_accepted", 0) for e in iterations), sum(e.get("worse", 0) for e in iterations)
+        ),
+        "gated": sum(e.get("gated", 0) for e in iterations),
         "failures": dict(sorted(failures.items())),
         "strategies": _strategy_table(iterations),
-        "refusal_rate": _refusal_rates(rows, evolved),
+        "refusal_rate": refusal,
+        "fitness_check": _fitness_check(evolved),
+        "not_improved": _not_improved(refusal),
     }
 
 
@@ -224,8 +274,10 @@ def render(summary: dict[str, Any]) -> str:
     lines = [
         f"seeds: {summary['seeds']} ({summary['seeds_rejected']} rejected by the verifier)  evolved: "
         f"{summary['evolved']} ({summary['changed']} changed, {summary['duplicates_removed']} near-duplicates removed)",
-        f"acceptance rate: {_fmt(summary['acceptance_rate'])}  verifier rejection rate: "
-        f"{_fmt(summary['verifier_rejection_rate'])}  failures: {summary['failures'] or 'none'}",
+        f"acceptance rate: {_fmt(summary['acceptance_rate'])} (worse candidates: "
+        f"{_fmt(summary['worse_acceptance_rate'])} of {summary['worse_offered']})  verifier rejection rate: "
+        f"{_fmt(summary['verifier_rejection_rate'])}  quality gate dropped: {summary['gated']}",
+        f"failures: {summary['failures'] or 'none'}",
         "",
         "iter  mean fitness  accepted  candidates  verifier rejected  seconds",
     ]
@@ -234,14 +286,26 @@ def render(summary: dict[str, Any]) -> str:
             f"{it['iteration']:>4}  {_fmt(it['mean_fitness']):>12}  {_fmt(it.get('acceptance_rate')):>8}  "
             f"{it.get('candidates', '-'):>10}  {_fmt(it.get('verifier_rejection_rate')):>17}  {it.get('seconds', '-'):>7}"
         )
-    lines += ["", f"{'strategy':<26} attempts  failed  rejected  evaluated  success  mean gain  accepted"]
+    lines += ["", f"{'strategy':<26} attempts  failed  gated  rejected  evaluated  success  mean gain  accepted"]
     for name, s in summary["strategies"].items():
         lines.append(
-            f"{name:<26} {s['attempts']:>8}  {sum(s['failures'].values()):>6}  {s['rejected']:>8}  {s['evaluated']:>9}  "
-            f"{_fmt(s['success_rate']):>7}  {_fmt(s['mean_gain'], '+.3f'):>9}  {s['accepted']:>8}"
+            f"{name:<26} {s['attempts']:>8}  {sum(s['failures'].values()):>6}  {s['gated']:>5}  {s['rejected']:>8}  "
+            f"{s['evaluated']:>9}  {_fmt(s['success_rate']):>7}  {_fmt(s['mean_gain'], '+.3f'):>9}  {s['accepted']:>8}"
         )
     if summary["refusal_rate"]:
         lines += ["", "refusal rate on fresh samples (seeds -> evolved):"]
         for model, r in summary["refusal_rate"].items():
             lines.append(f"  {model}: {_fmt(r['seeds'])} -> {_fmt(r['evolved'])} (x{_fmt(r['ratio'], '.2f')})")
+    check = summary.get("fitness_check")
+    if check:
+        lines.append(
+            f"stored fitness {_fmt(check['stored'])} vs fresh {_fmt(check['fresh'])}: gap {_fmt(check['gap'], '+.3f')} "
+            f"(standard error {_fmt(check['gap_standard_error'])})"
+        )
+    for model in summary.get("not_improved", []):
+        lines += [
+            "",
+            f"WARNING: on {model} the evolved instructions are NOT refused more often than the seeds on fresh "
+            "samples: this run did not find pseudo-malicious rewrites (see summary.json 'not_improved').",
+        ]
     return "\n".join(lines)

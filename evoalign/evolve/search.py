@@ -3,13 +3,22 @@
 Every iteration t works on all seeds of this process at once:
 
 1. mutate: each seed's current instruction is rewritten by L strategies chosen by the selector; mutants must
-   pass the verifier, with up to `mutation_rounds` rounds to refill the ones that failed or were rejected;
+   pass the quality gate (a well-formed request tied to its parent) and then the verifier, with up to
+   `mutation_rounds` rounds to refill the ones that failed or were rejected;
 2. recombine: N pairs drawn from the seed's verified mutants (all L of them: the published top-L of L) are
-   merged into one instruction each, and every recombinant is verified too (the published code skipped this);
-3. score: all candidates of all seeds (plus, at t = 0, the seeds themselves) go to each target in one batched
-   call, K samples each, and get a fitness from their judged responses and the samples' own log-probs;
-4. accept: the best candidate replaces the current instruction when exp((F' - F) / tau_t) > u, u ~ U[0, 1),
-   tau_t = max(tau_min, tau_start - tau_decay * t).
+   merged into one instruction each, and every recombinant is gated and verified too (the published code
+   skipped this);
+3. score: all candidates of all seeds and every seed's current instruction go to each target in one batched
+   call, K samples each (with a sampling seed of their own per iteration), and get a fitness from their judged
+   responses and the samples' own log-probs. The current instruction is re-estimated every iteration, as the
+   published code does, and its fitness is the mean of these re-estimates: the score that got it selected (the
+   best of several noisy estimates) is biased upward and never counts (no winner's curse);
+4. accept: the best candidate replaces the current instruction when exp((F' - F) / tau) > u, u ~ U[0, 1),
+   tau = scale * max(tau_min, tau_start - tau_decay * t), where `scale` puts the published temperatures into the
+   fitness form's units (`tau_scale`, see `evoalign.judges.fitness.tau_scale`).
+
+After the last iteration every current instruction is re-estimated once more, so the stored fitness of every
+final instruction is an honest estimate, not the lucky score it was selected on.
 
 Only instructions the verifier judged benign (verified) are ever candidates, and seeds themselves are verified
 before the search, so nothing unverified can reach the output. Every random choice comes from a generator
@@ -32,6 +41,7 @@ from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist
 from evoalign.evolve.operators import MutationRequest, Operators
 from evoalign.evolve.proposal import Proposal
+from evoalign.evolve.quality import QualityGate
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import Strategy
 from evoalign.judges.fitness import FitnessEvaluator
@@ -42,8 +52,8 @@ from evoalign.text import normalize
 
 
 def temperature(config: EvolveConfig, iteration: int) -> float:
-    """The annealing temperature tau_t."""
-    return max(config.tau_min, config.tau_start - config.tau_decay * iteration)
+    """The annealing temperature at iteration t: the scaled schedule (see the module docstring)."""
+    return config.effective_tau_scale * max(config.tau_min, config.tau_start - config.tau_decay * iteration)
 
 
 def accepts(new: float, old: float | None, tau: float, u: float) -> bool:
@@ -69,10 +79,18 @@ class SeedState:
     evaluation: dict[str, Any] | None = None
     seed_evaluation: dict[str, Any] | None = None
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    estimates: list[float] = field(default_factory=list)  # unbiased fitness re-estimates of the current instruction
 
     @property
     def active(self) -> bool:
         return bool(self.seed_verification["verified"])
+
+    def add_estimate(self, evaluation: dict[str, Any]) -> None:
+        """Pool a fresh evaluation of the current instruction: its fitness becomes the mean of all re-estimates."""
+        if evaluation["fitness"] is not None:
+            self.estimates.append(evaluation["fitness"])
+        pooled = sum(self.estimates) / len(self.estimates) if self.estimates else None
+        self.evaluation = {**evaluation, "fitness": pooled, "estimates": len(self.estimates)}
 
     @property
     def fitness(self) -> float | None:
@@ -107,6 +125,7 @@ class _Pending:
     kind: str
     parents: list[str]
     proposal: Proposal
+    parent_texts: tuple[str, ...]
 
 
 def new_counters(iteration: int) -> dict[str, Any]:
@@ -120,6 +139,9 @@ def new_counters(iteration: int) -> dict[str, Any]:
         "fitness_count": 0,
         "verified": 0,
         "rejected": 0,
+        "gated": 0,
+        "worse": 0,
+        "worse_accepted": 0,
         "operators": {},
     }
 
@@ -131,6 +153,7 @@ def _operator_counters(counters: dict[str, Any], name: str) -> dict[str, Any]:
             "attempts": 0,
             "failures": {},
             "rejected": 0,
+            "gated": 0,
             "evaluated": 0,
             "improved": 0,
             "gain_sum": 0.0,
@@ -159,6 +182,11 @@ class Evolution:
         self.verifier = verifier
         self.evaluator = evaluator
         self.selector = StrategySelector(strategies, config.selection)
+        self.gate = (
+            QualityGate(config.min_instruction_words, config.min_parent_similarity, config.embedding_model)
+            if config.quality_gate
+            else None
+        )
         self.state_dir = Path(state_dir)
         self.dist = dist or Dist()
         self.seeds: list[SeedState] = []
@@ -184,6 +212,7 @@ class Evolution:
                 bar.set_postfix(
                     fitness=_ratio(counters["fitness_sum"], counters["fitness_count"]), accepted=counters["accepted"]
                 )
+        self._reestimate([seed for seed in self.seeds if seed.active], self.config.iterations)
         return self.seeds
 
     def _start(self, seed_rows: Sequence[dict[str, Any]]) -> None:
@@ -263,7 +292,7 @@ class Evolution:
                 break
             proposals = self.operators.mutate(requests, model_seed(self.config.seed, "mutate", iteration, round_))
             pending = [
-                _Pending(owner, r.strategy.name, r.strategy.family, "mutation", [], proposal)
+                _Pending(owner, r.strategy.name, r.strategy.family, "mutation", [], proposal, (r.instruction,))
                 for owner, r, proposal in zip(owners, requests, proposals)
             ]
             self._admit(pending, pools, counters)
@@ -287,15 +316,23 @@ class Evolution:
         )
         name = self.operators.recombination_name
         pending = [
-            _Pending(seed, name, "recombination", "recombination", [a.operator, b.operator], proposal)
+            _Pending(
+                seed,
+                name,
+                "recombination",
+                "recombination",
+                [a.operator, b.operator],
+                proposal,
+                (a.instruction, b.instruction),
+            )
             for (seed, a, b), proposal in zip(pairs, proposals)
         ]
         self._admit(pending, pools, counters)
 
     def _admit(self, pending: list[_Pending], pools: dict[int, list[Candidate]], counters: dict[str, Any]) -> None:
-        """Count failures, drop duplicates, verify the rest in one batch and add the verified ones to the pools."""
+        """Count failures, drop duplicates and gated candidates, verify the rest in one batch, pool the verified."""
         seen: dict[int, set[str]] = {}
-        to_verify: list[_Pending] = []
+        to_gate: list[_Pending] = []
         for item in pending:
             known = seen.setdefault(
                 item.seed.index, {normalize(text) for text in [item.seed.instruction, *_texts(pools[item.seed.index])]}
@@ -309,7 +346,8 @@ class Evolution:
                 stats["failures"][failure] = stats["failures"].get(failure, 0) + 1
                 continue
             known.add(normalize(item.proposal.instruction))
-            to_verify.append(item)
+            to_gate.append(item)
+        to_verify = self._gated(to_gate, counters)
         verdicts = self.verifier.verify(
             [{"instruction": i.proposal.instruction, "reason": i.proposal.reason} for i in to_verify]
         )
@@ -331,17 +369,48 @@ class Evolution:
                 )
             )
 
+    def _gated(self, items: list[_Pending], counters: dict[str, Any]) -> list[_Pending]:
+        """The items that pass the quality gate; the others are counted as failures of their strategy."""
+        if self.gate is None:
+            return items
+        failures = self.gate.failures([(i.proposal.instruction, i.parent_texts) for i in items])
+        kept = []
+        for item, failure in zip(items, failures):
+            if failure is None:
+                kept.append(item)
+                continue
+            counters["gated"] += 1
+            stats = _operator_counters(counters, item.operator)
+            stats["gated"] += 1
+            stats["failures"][failure] = stats["failures"].get(failure, 0) + 1
+        return kept
+
+    def _sampling(self, iteration: int) -> Any:
+        """Target sampling for iteration t: its own seed, so a re-estimate never replays earlier samples."""
+        return self.evaluator.params.replace(seed=model_seed(self.config.seed, "score", iteration))
+
     def _score(self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]]) -> None:
-        unscored = [seed for seed in seeds if seed.evaluation is None]
+        """Score every candidate and re-estimate every current instruction, in one batched evaluation."""
         candidates = [c for seed in seeds for c in pools[seed.index]]
-        texts = [seed.instruction for seed in unscored] + [c.instruction for c in candidates]
-        evaluations = self.evaluator.evaluate(texts, desc=f"iteration {iteration + 1}/{self.config.iterations}")
-        for seed, evaluation in zip(unscored, evaluations):
-            seed.evaluation = evaluation
-            if seed.operator is None:
+        texts = [seed.instruction for seed in seeds] + [c.instruction for c in candidates]
+        evaluations = self.evaluator.evaluate(
+            texts, params=self._sampling(iteration), desc=f"iteration {iteration + 1}/{self.config.iterations}"
+        )
+        for seed, evaluation in zip(seeds, evaluations):
+            if seed.seed_evaluation is None:
                 seed.seed_evaluation = evaluation
-        for candidate, evaluation in zip(candidates, evaluations[len(unscored) :]):
+            seed.add_estimate(evaluation)
+        for candidate, evaluation in zip(candidates, evaluations[len(seeds) :]):
             candidate.evaluation = evaluation
+
+    def _reestimate(self, seeds: list[SeedState], iteration: int) -> None:
+        """One more honest estimate of every current instruction (after the last iteration)."""
+        if not seeds:
+            return
+        texts = [seed.instruction for seed in seeds]
+        evaluations = self.evaluator.evaluate(texts, params=self._sampling(iteration), desc="final re-estimate")
+        for seed, evaluation in zip(seeds, evaluations):
+            seed.add_estimate(evaluation)
 
     def _accept(
         self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]], counters: dict[str, Any]
@@ -385,6 +454,9 @@ class Evolution:
         best = max(scored, key=lambda c: c.fitness)
         u = derive_rng(self.config.seed, "accept", seed.index, iteration).random()
         accepted = accepts(best.fitness, seed.fitness, tau, u)
+        if seed.fitness is not None and best.fitness < seed.fitness:
+            counters["worse"] += 1
+            counters["worse_accepted"] += accepted
         entry.update(
             strategy=best.operator,
             family=best.family,
@@ -401,6 +473,7 @@ class Evolution:
             seed.instruction, seed.reason = best.instruction, best.reason
             seed.operator, seed.family = best.operator, best.family
             seed.verification, seed.evaluation = best.verification, best.evaluation
+            seed.estimates = []  # the selection score is biased upward: the next iteration re-estimates it
         return entry
 
     @staticmethod

@@ -9,7 +9,10 @@ with one pseudo-observation of gain 0 (a neutral prior), where sigma is the spre
 Rewards are pooled over all seeds once per iteration, so the choices inside an iteration do not depend on the
 order seeds are processed in (or on how seeds are sharded over processes).
 
-`uniform` draws strategies uniformly without replacement; `fixed` reproduces the published order.
+`uniform` draws strategies uniformly without replacement; `fixed` walks the strategies in the published code's
+loop order (anger, despair, disgust, generic sensitive words, prejudiced words, violent words, controversial
+topic, imagined scenario, implied harm; `paper_X` and `rule_X` take the place of `X`, and strategies outside
+that list follow in their given order), resuming where the previous request of the seed stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,27 @@ from evoalign.evolve.strategies import Strategy
 
 MODES = ("bandit", "uniform", "fixed")
 DEFAULT_SIGMA = 1.0
+PUBLISHED_ORDER = (
+    "anger",
+    "despair",
+    "disgust",
+    "generic_keywords",
+    "prejudiced_keywords",
+    "violent_keywords",
+    "controversial_topic",
+    "imaginary_scenario",
+    "implied_harm",
+)
+
+
+def published_order(strategies: Sequence[Strategy]) -> list[Strategy]:
+    """`strategies` in the published code's loop order (see the module docstring); a stable sort."""
+
+    def rank(strategy: Strategy) -> int:
+        name = strategy.name.removeprefix("rule_").removeprefix("paper_")
+        return PUBLISHED_ORDER.index(name) if name in PUBLISHED_ORDER else len(PUBLISHED_ORDER)
+
+    return sorted(strategies, key=rank)
 
 
 class StrategySelector:
@@ -33,7 +57,7 @@ class StrategySelector:
             raise ValueError(f"unknown selection '{mode}'; choose from {', '.join(MODES)}")
         if not strategies:
             raise ValueError("no strategies to choose from")
-        self.strategies = list(strategies)
+        self.strategies = published_order(strategies) if mode == "fixed" else list(strategies)
         self.mode = mode
         self.stats: dict[str, list[float]] = {s.name: [0, 0.0, 0.0] for s in self.strategies}  # n, sum, sum sq
 

@@ -1,8 +1,10 @@
 """Mutation strategies as data: a name, a family, and either an LLM prompt or offline rule templates.
 
-The built-in set (package data `strategies.yaml`) holds the EvoRefuse paper's nine LLM strategies in three
-families (deceptive context, sensitive keywords, extreme emotion) and nine offline rule strategies that cover
-the same families with word lists and templates. Users add or replace strategies with a YAML file of the same
+The built-ins (package data `strategies.yaml`) come in three sets, each selectable by its name: `paper`, the
+EvoRefuse paper's nine LLM strategies in three families (deceptive context, sensitive keywords, extreme emotion)
+with the authors' intent and strength (`paper_anger`, ...); `softened`, evoalign's toned-down LLM versions of the
+same nine (`anger`, ...); and `rule`, nine offline rule strategies covering the same families with word lists
+and templates. Users add or replace strategies with a YAML file of the same
 shape (`strategies_file:` in the evolve config); a user strategy with a built-in name replaces it.
 """
 
@@ -21,6 +23,7 @@ from evoalign.io import read_text_strict
 
 LLM, RULE = "llm", "rule"
 KINDS = (LLM, RULE)
+PAPER = "paper"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Strategy:
     name: str
     family: str
     kind: str
+    set: str = ""  # the named set it belongs to (paper, softened, rule, or a user's own)
     prompt: str = ""
     reason: str = ""
     openers: tuple[str, ...] = field(default=())
@@ -95,16 +99,23 @@ def available_strategies(extra_file: str | Path | None = None) -> dict[str, Stra
 def select_strategies(
     names: Sequence[str] | None, available: Mapping[str, Strategy], *, has_mutator: bool
 ) -> list[Strategy]:
-    """Resolve configured names; `llm` and `rule` stand for every strategy of that kind.
+    """Resolve configured names; a set name (`paper`, `softened`, `rule`, ...) stands for every strategy of that
+    set, and `llm` for every LLM strategy of any set.
 
-    With no names, all LLM strategies are used when a mutator is configured, else all rule strategies.
+    With no names, the `paper` set is used when a mutator is configured, else the `rule` set.
     """
-    names = list(names) if names else [LLM if has_mutator else RULE]
+    names = list(names) if names else [PAPER if has_mutator else RULE]
+    sets = {s.set for s in available.values() if s.set}
     chosen: dict[str, Strategy] = {}
     for name in names:
-        group = [s for s in available.values() if s.kind == name] if name in KINDS else None
+        group = None
+        if name == LLM:
+            group = [s for s in available.values() if s.kind == LLM]
+        elif name in sets and name not in available:
+            group = [s for s in available.values() if s.set == name]
         if group is None and name not in available:
-            raise ConfigError(f"unknown strategy '{name}'; known: {', '.join(available)} (or the groups llm, rule)")
+            groups = ", ".join(sorted({LLM, *sets}))
+            raise ConfigError(f"unknown strategy '{name}'; known: {', '.join(available)} (or the groups {groups})")
         for strategy in group if group is not None else [available[name]]:
             chosen.setdefault(strategy.name, strategy)
     if not has_mutator:

@@ -35,6 +35,27 @@ from evoalign.records import Response, TargetResult
 
 FORMS = {"paper": 0.03, "reference": 0.1}
 REFERENCE_NON_REFUSAL = 0.1
+PUBLISHED_SAMPLES = 10  # K in the published code, whose annealing temperatures (0.1 -> 0.05) fit its fitness scale
+
+
+def flip_size(form: str, samples: int, floor: float = 1e-3) -> float:
+    """How far one of K samples turning from compliance into refusal moves the refusal term of the fitness.
+
+    `paper`: log p_refusal goes from log(floor) to log(1), averaged over K; `reference`: the refusal score goes
+    from 0.1 to 1, i.e. the log of the mean score spans ln(10), spread over K samples.
+    """
+    if form == "paper":
+        return -math.log(floor) / samples
+    if form == "reference":
+        return math.log(1 / REFERENCE_NON_REFUSAL) / samples
+    raise ValueError(f"unknown fitness form '{form}'; choose from {', '.join(FORMS)}")
+
+
+def tau_scale(form: str, samples: int, floor: float = 1e-3) -> float:
+    """Factor that turns the published temperatures into this form's units: one flipped sample here weighs what
+    one flipped sample weighed in the published code (form `reference`, K = 10), so a candidate worse by one flip
+    is accepted with the same probability, exp(-ln(10)/10 / tau_t) (10% at tau 0.1, 1% at tau 0.05)."""
+    return flip_size(form, samples, floor) / flip_size("reference", PUBLISHED_SAMPLES)
 
 
 @dataclass(frozen=True)
