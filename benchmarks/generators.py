@@ -8,7 +8,9 @@ calls to the target model: one call is one sampled response (EvoRefuse's fitness
 teacher-forced row (PHTest's refusal objective). Calls are counted by a counter around the target inside the
 response cache, so they are the calls the target computed. Each generator is sized to the budget:
 
-- EvoRefuse (`evoalign evolve`, rule operators, K = 4, L = 2, N = 1): T = (budget / (seeds x K) - 1) / (L + N);
+- EvoRefuse (`evoalign evolve`, rule operators, K = 4, L = 2, N = 1): the seeds are scored once, every iteration
+  scores L + N candidates and re-estimates the current instruction, and the final instructions are re-estimated
+  once more, so T = (budget / (seeds x K) - 2) / (L + N + 1), at least 1;
 - OR-Bench-style: budget / K rewrites get the K-sample hard check, from ceil(that / seeds) + 1 rewrites per seed;
 - PHTest-style (top-2 candidates, one refusal opening, one prompt per seed starting with one of four request
   prefixes in turn, as `phtest_offline.yaml`): budget / (seeds x 2) tokens at most.
@@ -77,7 +79,7 @@ TARGET_SAMPLING = {"temperature": 0.7, "max_new_tokens": 24}
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="datagen/seeds/offline.jsonl", help="seed instructions (JSONL/CSV/JSON)")
-    parser.add_argument("--budget", type=int, default=560, help="target calls each generator may make")
+    parser.add_argument("--budget", type=int, default=480, help="target calls each generator may make")
     parser.add_argument("--target", default="smollm2", help="target model spec (an hf model: PHTest scores on it)")
     parser.add_argument("--condition", default="refusal_prone", help="the target's prompt condition")
     parser.add_argument("--transfer_target", default=None, help="second target for transfer (default: --target)")
@@ -110,7 +112,7 @@ def write_rows(out: Path, rows: list[dict[str, Any]], rejected: list[dict[str, A
 
 
 def run_evorefuse(args, rows, base, out: Path) -> tuple[list[str], int, Target]:
-    iterations = max(1, (args.budget // (len(rows) * K) - 1) // (EVO_L + EVO_N))
+    iterations = max(1, (args.budget // (len(rows) * K) - 2) // (EVO_L + EVO_N + 1))
     settings = {
         "seeds": args.seeds, "output_dir": str(out), "seed": args.seed, "targets": [args.target],
         "condition": args.condition, "verifier": verifier_specs(args), "verifier_voting": "majority", "judge": args.judge, "strategies": ["rule"],
