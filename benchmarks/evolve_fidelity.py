@@ -32,12 +32,12 @@ import yaml
 
 from evoalign.evolve.cli import CACHE, load_target
 from evoalign.evolve.config import EvolveConfig
-from evoalign.evolve.fitness import FORMS, FitnessEvaluator, paper_fitness, reference_fitness
-from evoalign.evolve.search import model_seed
 from evoalign.io import read_jsonl
+from evoalign.judges.fitness import FORMS, FitnessEvaluator, paper_fitness, reference_fitness
 from evoalign.judges.loading import load_judge
 from evoalign.models import SamplingParams
 from evoalign.models.pool import ModelPool
+from evoalign.rng import model_seed
 
 
 def _config(run_dir: Path) -> EvolveConfig:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from evoalign.evolve.fitness import FitnessEvaluator, Target
 from evoalign.judges import get_judge, is_refusing
+from evoalign.judges.fitness import FitnessEvaluator, Target
 from evoalign.models import SamplingParams
 from evoalign.models.hf import HFChatModel
 from evoalign.prompts import SAFETY_PRIOR, condition_prefix

@@ -16,6 +16,14 @@ from evoalign.errors import run_main
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("evoalign.quickstart", "run the whole pipeline offline on the bundled SmolLM2"),
     "evolve": ("evoalign.evolve.cli", "evolve pseudo-malicious instructions from seeds (EvoRefuse)"),
+    "generate-orbench": (
+        "evoalign.generators.cli:orbench_main",
+        "OR-Bench-style: rewrite toxic seeds into prompts that only look toxic, moderated",
+    ),
+    "generate-phtest": (
+        "evoalign.generators.cli:phtest_main",
+        "PHTest-style: write prompts token by token under a refusal + harmlessness objective",
+    ),
     "build": ("evoalign.build.cli", "build SFT and preference data from an evolved set"),
     "sft": ("evoalign.train.recipes:sft_cli", "train a LoRA/QLoRA adapter with SFT (same as recipes/sft.py)"),
     "dpo": ("evoalign.train.recipes:dpo_cli", "train a LoRA/QLoRA adapter with DPO (same as recipes/dpo.py)"),

@@ -159,9 +159,9 @@ HARMFUL_PROMPTS = tuple(
 
 def evolved_row(instruction: str, verdict: str = "benign") -> dict[str, Any]:
     """A row in the evolve stage's format (its own `output_row`), without target refusals."""
-    from evoalign.evolve.fitness import summarize_target
     from evoalign.evolve.report import output_row
     from evoalign.evolve.search import SeedState
+    from evoalign.judges.fitness import summarize_target
 
     state = SeedState(
         index=0,

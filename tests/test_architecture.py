@@ -1,7 +1,7 @@
 """The layers of evoalign/ (docs/architecture.md): an import only points down, and stages never import each other.
 
-Layers, top to bottom: application (cli, quickstart, generate, testing) -> stages (evolve, build, train, steer,
-eval) -> judges -> models -> base (every other module). Imports inside functions count too.
+Layers, top to bottom: application (cli, quickstart, generate, testing) -> stages (evolve, generators, build, train,
+steer, eval) -> judges -> models -> base (every other module). Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "evoalign"
-STAGES = {"evolve", "build", "train", "steer", "eval"}
+STAGES = {"evolve", "generators", "build", "train", "steer", "eval"}
 APPLICATION = {"cli", "quickstart", "quickstart_report", "generate", "testing"}
 RANKS = {"base": 0, "models": 1, "judges": 2, "stage": 3, "application": 4}
 

@@ -86,9 +86,9 @@ def scripted(messages, request):
 
 def evolve_row(instruction, verdict="benign", refusals=True, seed=None):
     """A row as the evolve stage writes it (its own `output_row`); refusals come cut off at the token budget."""
-    from evoalign.evolve.fitness import summarize_target
     from evoalign.evolve.report import output_row
     from evoalign.evolve.search import SeedState
+    from evoalign.judges.fitness import summarize_target
 
     def response(text, label, finish):
         return {"text": text, "label": label, "p_refusal": float(label != "compliance"), "logprob_sum": -4.0,

@@ -97,6 +97,8 @@ CONFIG_CLASSES = {
     "eval-data": "evoalign.eval.data_quality:DataQualityConfig",
     "judge": "evoalign.judges.cli:JudgeConfig",
     "generate": "evoalign.generate:GenerateConfig",
+    "generate-orbench": "evoalign.generators.config:ORBenchConfig",
+    "generate-phtest": "evoalign.generators.config:PHTestConfig",
 }
 
 

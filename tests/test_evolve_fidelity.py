@@ -11,7 +11,6 @@ import pytest
 from evoalign.errors import ConfigError
 from evoalign.evolve.cli import check_judge
 from evoalign.evolve.config import EvolveConfig
-from evoalign.evolve.fitness import FitnessEvaluator, Target, paper_fitness
 from evoalign.evolve.operators import Operators
 from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.quality import QualityGate
@@ -19,6 +18,7 @@ from evoalign.evolve.report import render, summarize
 from evoalign.evolve.search import Evolution
 from evoalign.evolve.strategies import available_strategies, select_strategies
 from evoalign.judges import get_judge
+from evoalign.judges.fitness import FitnessEvaluator, Target, paper_fitness
 from evoalign.judges.verifiers import RuleVerifier
 from evoalign.models.base import ChatModel, Sample, SamplingParams
 

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from evoalign.evolve.config import EvolveConfig
-from evoalign.evolve.fitness import FitnessEvaluator, Target
 from evoalign.evolve.operators import Operators
 from evoalign.evolve.search import Evolution
 from evoalign.evolve.strategies import available_strategies, select_strategies
 from evoalign.judges import get_judge
+from evoalign.judges.fitness import FitnessEvaluator, Target
 from evoalign.judges.verifiers import RuleVerifier
 from evoalign.models.base import ChatModel, Sample, SamplingParams
 

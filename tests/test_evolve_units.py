@@ -11,12 +11,13 @@ import pytest
 
 from evoalign.errors import ConfigError
 from evoalign.evolve import rule_operators
-from evoalign.evolve.fitness import flip_size, paper_fitness, reference_fitness
 from evoalign.evolve.llm_operators import parse_rewrite
-from evoalign.evolve.search import accepts, derive_seed, temperature
+from evoalign.evolve.search import accepts, temperature
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import LLM, RULE, available_strategies, builtin_strategies, select_strategies
+from evoalign.judges.fitness import flip_size, paper_fitness, reference_fitness
 from evoalign.judges.verifiers import RuleVerifier, assess
+from evoalign.rng import derive_seed
 from evoalign.text import deduplicate, jaccard, shingles
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "datagen" / "seeds"

@@ -13,6 +13,7 @@ from evoalign.build.config import BuildConfig
 from evoalign.config import parse_config
 from evoalign.eval.runner import EvalConfig
 from evoalign.evolve.config import EvolveConfig
+from evoalign.generators.config import ORBenchConfig, PHTestConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _stage_config_class(path: Path) -> type:
     if path.parent.parent.name == "eval":
         return EvalConfig
-    return BuildConfig if path.name.startswith("build") else EvolveConfig
+    prefixes = {"build": BuildConfig, "orbench": ORBenchConfig, "phtest": PHTestConfig}
+    return next((cls for prefix, cls in prefixes.items() if path.name.startswith(prefix)), EvolveConfig)
 
 
 SHIPPED = sorted([*(ROOT / "datagen" / "configs").glob("*.yaml"), *(ROOT / "eval" / "configs").glob("*.yaml")])

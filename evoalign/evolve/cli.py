@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,19 @@ from evoalign.errors import ConfigError
 from evoalign.evolve.checkpoint import check_resume
 from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist, init_distributed
-from evoalign.evolve.fitness import FitnessEvaluator, Target
 from evoalign.evolve.operators import Operators
 from evoalign.evolve.report import fresh_check, merge, render, write_shard
-from evoalign.evolve.search import Evolution, model_seed
+from evoalign.evolve.search import Evolution
 from evoalign.evolve.strategies import Strategy, available_strategies, select_strategies
 from evoalign.io import atomic_write_text
 from evoalign.judges.base import RefusalJudge
+from evoalign.judges.fitness import FitnessEvaluator, load_target, target_model_spec
 from evoalign.judges.loading import judge_model_spec, load_judge
 from evoalign.judges.verifiers import Verifier, get_verifier
 from evoalign.judges.verifiers import model_specs as verifier_models
-from evoalign.models import SamplingParams, check_context, spec_string
+from evoalign.models import SamplingParams, check_context
 from evoalign.models.pool import ModelPool
-from evoalign.prompts import condition_prefix
+from evoalign.rng import model_seed
 from evoalign.runinfo import write_run_info
 from evoalign.runlock import RunLock, check_unlocked
 from evoalign.secrets import scrub_secrets
@@ -79,19 +79,9 @@ def check_run_dir(run_dir: Path, config: EvolveConfig, dist: Dist) -> None:
         )
 
 
-def load_target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
-    options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
-    name = options.pop("name", None) or scrub_secrets(spec_string(options))
-    prefix = condition_prefix(options.pop("condition", condition))
-    return Target(name, pool.get(options, f"target[{name}]"), tuple(prefix))
-
-
 def model_specs(config: EvolveConfig) -> list[Any]:
     """Every chat model the run calls: targets, verifier ensemble, judge model, mutator."""
-    targets = [
-        {k: v for k, v in entry.items() if k not in ("name", "condition")} if isinstance(entry, Mapping) else entry
-        for entry in config.targets
-    ]
+    targets = [target_model_spec(entry) for entry in config.targets]
     return [*targets, *verifier_models(config.verifier), judge_model_spec(config.judge), config.mutator]
 
 

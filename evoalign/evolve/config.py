@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoalign.errors import ConfigError
-from evoalign.evolve.fitness import FORMS, tau_scale
 from evoalign.evolve.operators import RECOMBINATIONS
 from evoalign.evolve.selection import MODES
+from evoalign.judges.fitness import FORMS, tau_scale
 from evoalign.judges.loading import check_judge
 from evoalign.judges.verifiers import SPEC_HELP, check_options, check_verifier
 from evoalign.models import SamplingParams, check_spec

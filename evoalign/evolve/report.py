@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evoalign.evolve.fitness import FitnessEvaluator
 from evoalign.evolve.search import SeedState
 from evoalign.io import atomic_write_json, atomic_write_jsonl, read_jsonl, read_text_strict
+from evoalign.judges.fitness import FitnessEvaluator
 from evoalign.records import EvolvedRow, TargetResult
 from evoalign.secrets import scrub_secrets
 from evoalign.text import deduplicate

@@ -15,7 +15,7 @@ Every iteration t works on all seeds of this process at once:
    best of several noisy estimates) is biased upward and never counts (no winner's curse);
 4. accept: the best candidate replaces the current instruction when exp((F' - F) / tau) > u, u ~ U[0, 1),
    tau = scale * max(tau_min, tau_start - tau_decay * t), where `scale` puts the published temperatures into the
-   fitness form's units (`tau_scale`, see `evoalign.evolve.fitness.tau_scale`).
+   fitness form's units (`tau_scale`, see `evoalign.judges.fitness.tau_scale`).
 
 After the last iteration every current instruction is re-estimated once more, so the stored fitness of every
 final instruction is an honest estimate, not the lucky score it was selected on.
@@ -29,44 +29,27 @@ the response cache, so an interrupted run resumed from its last checkpoint repro
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evoalign.evolve.checkpoint import check_resumable, load_checkpoint, save_checkpoint, saved_iterations
+from evoalign.checkpoint import check_resumable, load_checkpoint, save_checkpoint, saved_iterations
 from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist
-from evoalign.evolve.fitness import FitnessEvaluator
 from evoalign.evolve.operators import MutationRequest, Operators
 from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.quality import QualityGate
 from evoalign.evolve.selection import StrategySelector
 from evoalign.evolve.strategies import Strategy
+from evoalign.judges.fitness import FitnessEvaluator
 from evoalign.judges.verifiers import Verifier
 from evoalign.progress import progress_bar
+from evoalign.rng import derive_rng, model_seed
 from evoalign.secrets import scrub_secrets
 from evoalign.text import same_text_key
-
-
-def derive_seed(*keys: Any) -> int:
-    """A 63-bit integer that depends only on `keys` (stable across processes and Python versions)."""
-    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def model_seed(*keys: Any) -> int:
-    """A derived seed for a model call: 31 bits, which every backend accepts (llama.cpp takes uint32)."""
-    return derive_seed(*keys) % 2**31
-
-
-def derive_rng(*keys: Any) -> random.Random:
-    return random.Random(derive_seed(*keys))
 
 
 def temperature(config: EvolveConfig, iteration: int) -> float:

@@ -21,15 +21,18 @@ several targets, fitness is the mean of the per-target fitness values (transfera
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from evoalign.errors import ModelError
 from evoalign.judges.base import RefusalJudge, is_refusing
+from evoalign.models import spec_string
 from evoalign.models.base import ChatModel, Sample, SamplingParams
-from evoalign.prompts import Message
+from evoalign.models.pool import ModelPool
+from evoalign.prompts import Message, condition_prefix
 from evoalign.records import Response, TargetResult
+from evoalign.secrets import scrub_secrets
 
 FORMS = {"paper": 0.03, "reference": 0.1}
 REFERENCE_NON_REFUSAL = 0.1
@@ -66,6 +69,20 @@ class Target:
 
     def conversations(self, instructions: Sequence[str]) -> list[list[Message]]:
         return [[*map(dict, self.prefix), {"role": "user", "content": text}] for text in instructions]
+
+
+def target_model_spec(entry: str | Mapping[str, Any]) -> Any:
+    """The model spec of a `targets:` entry (a spec, or a mapping {spec, condition, name, <model options>})."""
+    return {k: v for k, v in entry.items() if k not in ("name", "condition")} if isinstance(entry, Mapping) else entry
+
+
+def load_target(entry: str | Mapping[str, Any], condition: Any, pool: ModelPool) -> Target:
+    """The Target for a `targets:` entry, its model served by `pool` as role `target[<name>]`; the entry's own
+    `condition` overrides the stage's."""
+    options = dict(entry) if isinstance(entry, Mapping) else {"spec": entry}
+    name = options.pop("name", None) or scrub_secrets(spec_string(options))
+    prefix = condition_prefix(options.pop("condition", condition))
+    return Target(name, pool.get(options, f"target[{name}]"), tuple(prefix))
 
 
 def _mean(values: Sequence[float]) -> float | None:
