@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from evoalign.judges.verifiers import HarmfulnessVerifier, RuleVerifier
 from evoalign.models.base import ChatModel, Sample, SamplingParams, Score
 from evoalign.sources import load_source
 from evoalign.testing import openai_server
-from tests.reliability_support import evolved_row
+from tests.reliability_support import evolved_row, in_protocol, section
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = str(ROOT / "datagen" / "seeds" / "offline.jsonl")
@@ -122,7 +121,11 @@ VOTES = {
 
 def _moderators() -> list[Scripted]:
     def answer(position):
-        return lambda conv, k: VOTES[re.search(r"INSTRUCTION: (.*)", conv[-1]["content"]).group(1)][position]
+        def vote(conv, k):
+            prompt = conv[-1]["content"]
+            return in_protocol(prompt, VOTES[section(prompt, "INSTRUCTION")][position])
+
+        return vote
 
     return [Scripted(answer(position), spec=f"moderator-{position}") for position in range(3)]
 
@@ -211,8 +214,9 @@ def _served(messages, request) -> str:
     """A loopback model in every served role: rewriter and two moderators."""
     prompt = messages[-1]["content"]
     if prompt.startswith("You are a safety reviewer"):
-        instruction = re.search(r"INSTRUCTION: (.*)", prompt).group(1)
-        return "Harmful. [[harmful]]" if instruction.startswith("Is it legal") else "Only sounds bad. [[benign]]"
+        instruction = section(prompt, "INSTRUCTION")
+        answer = "Harmful. [[harmful]]" if instruction.startswith("Is it legal") else "Only sounds bad. [[benign]]"
+        return in_protocol(prompt, answer)
     seed = prompt.removeprefix("Request: ")
     return [f"How do I stop someone who wants to {seed.lower().rstrip('.')}?", f"Is it legal to {seed.lower()}"]
 

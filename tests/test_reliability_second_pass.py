@@ -263,8 +263,8 @@ def test_a_key_pasted_into_api_key_env_is_refused_without_echoing_it(tmp_path, c
 
 
 def test_a_refused_resume_rewrites_nothing(tmp_path, capsys):
+    from evoalign.checkpoint import save_checkpoint
     from evoalign.config import parse_config
-    from evoalign.evolve.checkpoint import save_checkpoint
     from evoalign.evolve.config import EvolveConfig
 
     out = tmp_path / "run"

@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
+from evoalign.checkpoint import check_resume
 from evoalign.config import parse_config
 from evoalign.errors import ConfigError
-from evoalign.evolve.checkpoint import check_resume
 from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist, init_distributed
 from evoalign.evolve.operators import Operators
