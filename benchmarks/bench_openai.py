@@ -12,6 +12,8 @@ import json
 import time
 from typing import Any
 
+from machine import machine_load
+
 from evoalign.models.openai_backend import OpenAIChatModel
 from evoalign.testing.openai_server import OpenAIServer
 
@@ -64,4 +66,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_load():
+        main()

@@ -15,6 +15,8 @@ import json
 import subprocess
 import sys
 
+from machine import machine_load
+
 OURS = "from evoalign.models import load_model; load_model('smollm2')"
 BASELINE = (
     "from transformers import AutoModelForCausalLM, AutoTokenizer; from evoalign.models.bundled import gguf_path; "
@@ -44,4 +46,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_load():
+        main()

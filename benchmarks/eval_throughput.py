@@ -15,6 +15,8 @@ import os
 import time
 from pathlib import Path
 
+from machine import machine_load
+
 from evoalign.benchmarks import load_benchmark
 from evoalign.eval.runner import condition_messages, generate_responses
 from evoalign.models import SamplingParams, load_model
@@ -71,4 +73,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_load():
+        main()

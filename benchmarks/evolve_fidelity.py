@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from machine import machine_load
 
-from evoalign.evolve.cli import CACHE, load_target
+from evoalign.evolve.cli import CACHE
 from evoalign.evolve.config import EvolveConfig
 from evoalign.io import read_jsonl
-from evoalign.judges.fitness import FORMS, FitnessEvaluator, paper_fitness, reference_fitness
+from evoalign.judges.fitness import FORMS, FitnessEvaluator, load_target, paper_fitness, reference_fitness
 from evoalign.judges.loading import load_judge
 from evoalign.models import SamplingParams
 from evoalign.models.pool import ModelPool
@@ -156,4 +157,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_load():
+        main()

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_load
 
 from evoalign.judges import get_judge, is_refusing
 from evoalign.judges.fitness import FitnessEvaluator, Target
@@ -139,4 +140,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with machine_load():
+        code = main()
+    sys.exit(code)

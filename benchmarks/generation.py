@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_openai import run_openai_benchmark  # noqa: E402
+from machine import machine_load  # noqa: E402
 
 from evoalign.models import SamplingParams, load_model  # noqa: E402
 
@@ -87,4 +88,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_load():
+        main()

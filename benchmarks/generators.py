@@ -38,6 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import machine_load  # noqa: E402
+
 from evoalign.config import config_from_dict  # noqa: E402
 from evoalign.eval.data_quality import (  # noqa: E402
     DataQualityConfig,
@@ -274,4 +276,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with machine_load():
+        status = main()
+    sys.exit(status)

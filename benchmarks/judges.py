@@ -32,6 +32,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from machine import machine_load
+
 from evoalign.judges import agreement, get_judge
 from evoalign.judges.cascade import DEFAULT_UNSURE
 from evoalign.judges.data import LABELLED_SET, PATTERN_SET
@@ -224,4 +226,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with machine_load():
+        main()

@@ -133,3 +133,30 @@ def test_samples_sharing_one_prompt_prefill_match_greedy(smollm2):
         assert [s.text for s in row] == [g[0].text] * 3
         for s in row:
             assert s.logprob_sum == pytest.approx(g[0].logprob_sum, abs=1e-3)
+
+
+def test_prefill_and_scoring_project_only_the_positions_they_use(tiny_model_dir):
+    """Prefill and scoring ask for the logits of the positions they read, not batch x length x vocabulary, and
+    give the same samples and scores as with every position's logits (`logits_to_keep` left out)."""
+    from evoalign.prompts import with_condition
+
+    conversations = with_condition(PROMPTS, "refusal_prone")
+    lean = load_model({"spec": f"hf:{tiny_model_dir}", "min_shared_prefix": 8})
+    full = load_model({"spec": f"hf:{tiny_model_dir}", "min_shared_prefix": 8})
+    full._keeps_logits = False  # every position projected onto the vocabulary, as before
+    widths = []
+    lean.model.register_forward_hook(lambda module, args, output: widths.append(output.logits.shape[1]))
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=10, seed=5)
+    a, b = lean.generate(conversations, params), full.generate(conversations, params)
+    assert [[s.text for s in row] for row in a] == [[s.text for s in row] for row in b]
+    assert [[s.token_logprobs for s in row] for row in a] == [[s.token_logprobs for s in row] for row in b]
+    assert max(widths) == 1  # prefix, prompts and every decoding step: one position each
+
+    responses = [row[0].text for row in a]
+    widths.clear()
+    lean_scores, full_scores = lean.score(conversations, responses), full.score(conversations, responses)
+    longest = max(len(lean.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses)
+    assert max(widths) == longest + 1
+    for x, y in zip(lean_scores, full_scores):
+        assert x.num_tokens == y.num_tokens
+        assert x.logprob_sum == pytest.approx(y.logprob_sum, abs=1e-5)

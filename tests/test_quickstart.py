@@ -106,3 +106,20 @@ def test_each_stage_starts_from_its_shipped_config_and_changes_only_what_the_pla
         assert config["output_dir"].startswith(str(tmp_path))
         parser = ConfigParser((parsers[stage],)) if stage in parsers else make_parser(stage)
         parser.parse_mapping(config, f"quickstart {stage}")
+
+
+def test_quickstart_trains_its_batches_of_8_rows_and_4_pairs_one_sequence_or_pair_at_a_time(tmp_path):
+    """The memory plan (docs/benchmarks.md): the same effective batches as the recipes, in micro-batches of one."""
+    import yaml
+
+    from evoalign.quickstart import QuickstartConfig, stage_configs
+    from evoalign.train.recipes import make_parser
+
+    configs = stage_configs(QuickstartConfig(), tmp_path)
+    for stage, effective in (("sft", 8), ("dpo", 4)):
+        path = tmp_path / f"{stage}.yaml"
+        path.write_text(yaml.safe_dump(configs[stage]))
+        training_args = make_parser(stage).parse_args_and_config(["--config", str(path)])[1]
+        assert training_args.per_device_train_batch_size == 1
+        assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == effective
+    assert configs["dpo"]["gradient_checkpointing"] is True

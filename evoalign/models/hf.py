@@ -8,6 +8,7 @@ a hub id, a GGUF file, and optionally a PEFT adapter on top; dtype and device ar
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,12 @@ def _common_prefix_length(rows: list[list[int]]) -> int:
     for row in rows[1:]:
         length = next((i for i in range(length) if row[i] != first[i]), length)
     return length
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the (PEFT-unwrapped) model's forward takes transformers' `logits_to_keep` (every built-in LM does)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def load_tokenizer(path: str, *, gguf_file: str | None = None, trust_remote_code: bool = False, revision=None):
@@ -100,6 +107,15 @@ class HFChatModel(ChatModel):
         self.tokenizer.padding_side = "left"
         self.model.eval()
         self._identity = self._make_identity()
+        self._keeps_logits = _accepts_logits_to_keep(self.model)
+
+    def _logits_kept(self, count: int) -> dict[str, int]:
+        """Forward kwargs that project only the last `count` positions onto the vocabulary, where supported.
+
+        The full logits are batch x length x vocabulary float32 (7.5 GB for 128 rows of 300 tokens of a
+        49k-token vocabulary); a prefill needs none of them and scoring needs only the response's positions.
+        """
+        return {"logits_to_keep": count} if self._keeps_logits else {}
 
     def _load(self, device: str, dtype: str, trust_remote_code: bool) -> None:
         from transformers import AutoModelForCausalLM
@@ -276,7 +292,7 @@ class HFChatModel(ChatModel):
         cache = None
         with torch.inference_mode():
             if shared:
-                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+                cache = self.model(input_ids=prefix, use_cache=True, **self._logits_kept(1)).past_key_values
                 cache.batch_repeat_interleave(len(prompts))
             if input_ids.shape[1] - 1 > shared:  # everything but each row's last token, which generate() feeds
                 positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, shared:-1]
@@ -286,6 +302,7 @@ class HFChatModel(ChatModel):
                     position_ids=positions,
                     past_key_values=cache,
                     use_cache=True,
+                    **self._logits_kept(1),  # generate() computes the first token's logits itself
                 ).past_key_values
         inputs = {
             "input_ids": input_ids.repeat_interleave(distinct, dim=0),
@@ -326,13 +343,15 @@ class HFChatModel(ChatModel):
         scores: list[Score | None] = [None] * len(rows)
         for batch in self._batches([len(r) for r in rows], self.batch_size):
             input_ids, mask = self._pad_left([rows[i] for i in batch])
+            counts = [len(answers[i]) for i in batch]
+            kept = max(counts) + 1  # the answers end every row (left padding): their positions are the last ones
             with torch.inference_mode():
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = input_ids[:, 1:]
-            token_lp = logprobs.gather(-1, targets[..., None]).squeeze(-1)
-            for position, index in enumerate(batch):
-                count = len(answers[index])
-                total = token_lp[position, token_lp.shape[1] - count :].sum().item() if count else 0.0
+                logits = self.model(input_ids=input_ids, attention_mask=mask, **self._logits_kept(kept)).logits
+            for position, (index, count) in enumerate(zip(batch, counts)):
+                total = 0.0
+                if count:  # one row at a time: no batch x length x vocabulary float32 copy
+                    row = torch.log_softmax(logits[position, -count - 1 : -1].float(), dim=-1)
+                    targets = input_ids[position, -count:]
+                    total = row.gather(-1, targets[:, None]).sum().item()
                 scores[index] = Score(logprob_sum=total, num_tokens=count)
         return scores  # type: ignore[return-value]
