@@ -424,3 +424,22 @@ def test_ctrl_c_advice_fits_the_command(tmp_path, capsys, monkeypatch):
     source = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "p", "response": "r"}])
     code, _, err = run(capsys, "judge", "--input", str(source))
     assert code == 130 and "--resume" not in err and "nothing was written" in err
+
+
+def test_an_empty_saved_split_is_named_and_an_unused_one_does_not_stop_training(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from evoalign.errors import DataError
+    from evoalign.train.data import DPO_COLUMNS, load_splits
+
+    pair = {
+        "prompt": [{"role": "user", "content": "q"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "no"}],
+    }
+    DatasetDict({"train_prefs": Dataset.from_list([pair]), "test_prefs": Dataset.from_list([])}).save_to_disk(
+        str(tmp_path / "dataset")
+    )
+    assert len(load_splits(str(tmp_path), ["train_prefs"], DPO_COLUMNS)["train_prefs"]) == 1
+    with pytest.raises(DataError, match="split 'test_prefs' is empty"):
+        load_splits(str(tmp_path), ["train_prefs", "test_prefs"], DPO_COLUMNS)

@@ -10,6 +10,7 @@ applied by TRL at training exactly as the evaluation stage applies it, never a h
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,13 +40,30 @@ def _split_files(folder: Path, splits: list[str]) -> dict[str, str]:
     return files
 
 
+def _check_saved_splits(folder: Path, splits: list[str]) -> None:
+    """A saved split with no data files (an empty split) makes `load_from_disk` fail with an IndexError; name the
+    first such split that training needs."""
+    for state in [folder / split / "state.json" for split in splits if (folder / split / "state.json").is_file()]:
+        try:
+            data_files = json.loads(state.read_text(encoding="utf-8")).get("_data_files")
+        except (OSError, ValueError) as err:
+            raise DataError(f"{state}: unreadable saved split ({err})") from None
+        if not data_files:
+            raise DataError(
+                f"{state.parent}: split '{state.parent.name}' is empty (no data files); "
+                "rebuild with more rows or train from a folder whose splits all have rows"
+            )
+
+
 def _load_all(name: str, config: str | None, splits: list[str], streaming: bool) -> DatasetDict:
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     path = Path(name).expanduser()
     for folder in (path, path / BUILD_DATASET_DIR):
         if (folder / "dataset_dict.json").is_file():
-            return load_from_disk(str(folder))
+            _check_saved_splits(folder, splits)
+            # split by split: one empty split that training does not use must not stop it
+            return DatasetDict({s: load_from_disk(str(folder / s)) for s in splits if (folder / s).is_dir()})
     if (path / "state.json").is_file():
         raise DataError(f"{path}: holds a single Dataset; save a DatasetDict with splits {', '.join(splits)}")
     try:
