@@ -16,7 +16,7 @@ from typing import Any
 
 from evoalign.judges.fitness import FitnessEvaluator
 from evoalign.judges.verifiers import Verifier
-from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score
+from evoalign.models.base import ChatModel, Conversation, Sample, SamplingParams, Score, WrappedChatModel
 from evoalign.records import EvolvedRow, TargetResult
 from evoalign.text import deduplicate
 
@@ -141,7 +141,7 @@ def mean_refusal_rates(rows: Sequence[dict[str, Any]]) -> dict[str, float | None
     return {model: sum(values) / len(values) for model, values in rates.items()}
 
 
-class CallCounter(ChatModel):
+class CallCounter(WrappedChatModel):
     """Counts the calls a role makes: conversations x samples for `generate`, rows for `score`.
 
     Wrapped outside the response cache it counts requests (what a method asks of the model, the same on a resumed
@@ -149,29 +149,13 @@ class CallCounter(ChatModel):
     """
 
     def __init__(self, inner: ChatModel) -> None:
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self.generated = 0
         self.scored = 0
 
     @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    @property
-    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def max_context(self) -> int | None:
-        return self.inner.max_context
-
-    @property
     def calls(self) -> int:
         return self.generated + self.scored
-
-    def prompt_ids(self, conversations: list[Conversation]) -> list[list[int]]:
-        return self.inner.prompt_ids(conversations)
 
     def generate(
         self, conversations: list[Conversation], params: SamplingParams | None = None, *, desc: str | None = None

@@ -167,6 +167,41 @@ class ChatModel(abc.ABC):
         """Release resources (HTTP sessions, GPU memory)."""
 
 
+class WrappedChatModel(ChatModel):
+    """A ChatModel around another one (a response cache, a call counter): it is the inner model as far as identity,
+    capabilities, context, tokenizing and call statistics go; subclasses change `generate` and `score`."""
+
+    def __init__(self, inner: ChatModel) -> None:
+        self.inner = inner
+        self.spec = inner.spec
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        return self.inner.capabilities
+
+    @property
+    def max_context(self) -> int | None:
+        return self.inner.max_context
+
+    def prompt_ids(self, conversations: list[Conversation]) -> list[list[int]]:
+        return self.inner.prompt_ids(conversations)
+
+    @property
+    def hf_model(self) -> Any:
+        return self.inner.hf_model
+
+    @property
+    def hf_tokenizer(self) -> Any:
+        return self.inner.hf_tokenizer
+
+    def call_stats(self) -> dict[str, Any] | None:
+        return self.inner.call_stats()
+
+
 def as_conversation(prompt: str | Conversation, system_prompt: str | None = None) -> Conversation:
     """Turn a user prompt (or an existing conversation) into a conversation, adding a system prompt."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)

@@ -16,10 +16,9 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from evoalign.errors import DataError
-from evoalign.models.base import ChatModel, Sample, SamplingParams, Score
+from evoalign.models.base import ChatModel, Sample, SamplingParams, Score, WrappedChatModel
 from evoalign.prompts import Conversation
 
 
@@ -105,41 +104,14 @@ class ResponseCache:
         return self._connect().execute("SELECT COUNT(*) FROM samples").fetchone()[0]
 
 
-class CachedChatModel(ChatModel):
+class CachedChatModel(WrappedChatModel):
     """Wraps any ChatModel; only conversations missing some sample reach the wrapped model."""
 
     def __init__(self, inner: ChatModel, path: str | Path, chunk_size: int = 64) -> None:
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self.cache = ResponseCache(path)
         self.chunk_size = chunk_size
         self.calls = 0  # conversations sent to the wrapped model, for summaries and tests
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    @property
-    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def max_context(self) -> int | None:
-        return self.inner.max_context
-
-    def prompt_ids(self, conversations: list[Conversation]) -> list[list[int]]:
-        return self.inner.prompt_ids(conversations)
-
-    @property
-    def hf_model(self) -> Any:
-        return self.inner.hf_model
-
-    @property
-    def hf_tokenizer(self) -> Any:
-        return self.inner.hf_tokenizer
-
-    def call_stats(self) -> dict[str, Any] | None:
-        return self.inner.call_stats()
 
     def generate(
         self, conversations: list[Conversation], params: SamplingParams | None = None, *, desc: str | None = None
