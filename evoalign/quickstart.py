@@ -172,10 +172,14 @@ def _release_memory() -> None:
 
 def check_benchmarks(configs: dict[str, dict[str, Any]]) -> None:
     """Before any stage runs: every benchmark the build and eval read can be loaded (a one-line error if not)."""
-    from evoalign.benchmarks import load_suite
+    from evoalign.benchmarks import BENCHMARKS, load_suite
 
-    harmful = configs["build"]["harmful_prompts"]
-    names = [*configs["eval"]["benchmarks"], harmful["benchmark"] if isinstance(harmful, dict) else harmful]
+    harmful = configs["build"].get("harmful_prompts")
+    names = list(configs["eval"]["benchmarks"])
+    if isinstance(harmful, dict) and "benchmark" in harmful:
+        names.append(harmful["benchmark"])
+    elif isinstance(harmful, str) and harmful in BENCHMARKS:
+        names.append(harmful)
     load_suite(list(dict.fromkeys(names)), local_dir=configs["eval"].get("benchmark_dir"))
 
 
