@@ -151,14 +151,29 @@ def test_stored_fitness_is_honest_when_no_real_improvement_exists(tmp_path):
     seeds = run.run([{"instruction": text} for text in SEEDS])
     truth = _true_fitness(CoinTarget.rate)
     stored = [seed.fitness for seed in seeds if seed.active]
-    selected = [step["fitness"] for seed in seeds if seed.active for step in seed.lineage if step["accepted"]]
+    steps = [step for seed in seeds if seed.active for step in seed.lineage if step["instruction"] is not None]
+    selected = [step["selection_fitness"] for step in steps if step["accepted"]]
+    confirmed = [step["fitness"] for step in steps]
     assert len(stored) == len(SEEDS)
     # one K-sample estimate has a standard deviation of about 2.3 / sqrt(4); every stored value pools >= 1 of them
     error = statistics.stdev(stored) / math.sqrt(len(stored))
     assert abs(statistics.mean(stored) - truth) < 3 * error + 0.05
     # the scores candidates were selected on are the best of several noisy estimates: inflated (winner's curse)
     assert statistics.mean(selected) > truth + 3 * error
+    # the acceptance test sees the best candidate's fresh re-score, which carries no selection bias
+    confirmed_error = statistics.stdev(confirmed) / math.sqrt(len(confirmed))
+    assert abs(statistics.mean(confirmed) - truth) < 3 * confirmed_error + 0.05
     assert all(seed.evaluation["estimates"] >= 1 for seed in seeds)
+    summary = summarize([], [], [], [run.history])
+    assert summary["confirm_mean_drop"] == pytest.approx(statistics.mean(s["selection_fitness"] - s["fitness"] for s in steps))
+
+
+def test_without_confirmation_the_acceptance_test_uses_the_selection_score(tmp_path):
+    run = _evolution(tmp_path, confirm_best=False)
+    seeds = run.run([{"instruction": text} for text in SEEDS[:4]])
+    steps = [step for seed in seeds for step in seed.lineage if step["instruction"] is not None]
+    assert steps and all(step["fitness"] == step["selection_fitness"] for step in steps)
+    assert summarize([], [], [], [run.history])["confirm_mean_drop"] is None
 
 
 def test_scaled_annealing_sometimes_accepts_a_worse_candidate_and_reports_the_rate(tmp_path):

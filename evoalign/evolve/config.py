@@ -143,6 +143,13 @@ class EvolveConfig:
         default_factory=lambda: {"temperature": 1.0, "max_new_tokens": 256},
         metadata={"help": "mutator sampling parameters"},
     )
+    confirm_best: bool = field(
+        default=True,
+        metadata={
+            "help": "re-score each seed's best candidate on K fresh samples and run the acceptance test on that "
+            "score: the best of several noisy K-sample estimates is biased upward (docs/evolve.md)"
+        },
+    )
     # annealing: tau_t = scale * max(tau_min, tau_start - tau_decay * t)
     tau_scale: Any = field(
         default="flip",

@@ -257,6 +257,9 @@ def summarize(
         "worse_acceptance_rate": _rate(
             sum(e.get("worse_accepted", 0) for e in iterations), sum(e.get("worse", 0) for e in iterations)
         ),
+        "confirm_mean_drop": _rate(
+            sum(e.get("confirm_drop_sum", 0.0) for e in iterations), sum(e.get("confirmed", 0) for e in iterations)
+        ),
         "gated": sum(e.get("gated", 0) for e in iterations),
         "failures": dict(sorted(failures.items())),
         "strategies": _strategy_table(iterations),

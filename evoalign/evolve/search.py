@@ -13,7 +13,11 @@ Every iteration t works on all seeds of this process at once:
    responses and the samples' own log-probs. The current instruction is re-estimated every iteration, as the
    published code does, and its fitness is the mean of these re-estimates: the score that got it selected (the
    best of several noisy estimates) is biased upward and never counts (no winner's curse);
-4. accept: the best candidate replaces the current instruction when exp((F' - F) / tau) > u, u ~ U[0, 1),
+4. confirm (`confirm_best`, on by default): each seed's best candidate is scored again on K fresh samples, all
+   seeds in one batch, and F' below is that fresh score. The score it won on is the best of several noisy
+   estimates, biased upward like the incumbent's used to be; comparing it with the incumbent's honest estimate
+   would accept candidates that only got lucky;
+5. accept: the best candidate replaces the current instruction when exp((F' - F) / tau) > u, u ~ U[0, 1),
    tau = scale * max(tau_min, tau_start - tau_decay * t), where `scale` puts the published temperatures into the
    fitness form's units (`tau_scale`, see `evoalign.judges.fitness.tau_scale`).
 
@@ -98,10 +102,7 @@ class SeedState:
         pooled = sum(self.estimates) / len(self.estimates) if self.estimates else None
         targets = evaluation["targets"]
         if self.evaluation is not None:
-            targets = [
-                {**new, "responses": old["responses"] + new["responses"]}
-                for old, new in zip(self.evaluation["targets"], targets)
-            ]
+            targets = pooled_responses(self.evaluation["targets"], targets)
         self.evaluation = {**evaluation, "targets": targets, "fitness": pooled, "estimates": len(self.estimates)}
 
     @property
@@ -154,6 +155,8 @@ def new_counters(iteration: int) -> dict[str, Any]:
         "gated": 0,
         "worse": 0,
         "worse_accepted": 0,
+        "confirmed": 0,
+        "confirm_drop_sum": 0.0,
         "operators": {},
     }
 
@@ -433,25 +436,56 @@ class Evolution:
         """Anneal each seed toward its best candidate; returns (seed, slot, strategy, gain) for the bandit."""
         tau = temperature(self.config, iteration)
         gains: list[tuple[int, int, str, float]] = []
+        best: dict[int, Candidate] = {}
+        offered: dict[int, int] = {}
         for seed in seeds:
             scored = [c for c in pools[seed.index] if c.fitness is not None]
             counters["candidates"] += len(scored)
+            offered[seed.index] = len(scored)
             for slot, candidate in enumerate(scored):
                 gain = candidate.fitness - seed.fitness if seed.fitness is not None else None
                 self._count_gain(counters, candidate, gain)
                 if gain is not None and candidate.kind == "mutation":
                     gains.append((seed.index, slot, candidate.operator, gain))
-            step = self._step(iteration, seed, scored, tau, counters)
+            if scored:
+                best[seed.index] = max(scored, key=lambda c: c.fitness)
+        confirmed = self._confirm(iteration, list(best.values()), counters) if self.config.confirm_best else {}
+        for seed in seeds:
+            step = self._step(iteration, seed, best.get(seed.index), confirmed, tau, counters)
+            step["candidates"] = offered[seed.index]
             seed.lineage.append(step)
             if seed.fitness is not None:
                 counters["fitness_sum"] += seed.fitness
                 counters["fitness_count"] += 1
         return gains
 
+    def _confirm(
+        self, iteration: int, candidates: list[Candidate], counters: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        """Fresh K-sample evaluations of the seeds' best candidates (one batch), by instruction; a candidate whose
+        fresh samples could not be judged keeps no confirmation and is not accepted."""
+        if not candidates:
+            return {}
+        texts = [c.instruction for c in candidates]
+        params = self.evaluator.params.replace(seed=model_seed(self.config.seed, "confirm", iteration))
+        evaluations = self.evaluator.evaluate(texts, params=params, desc="confirm best candidates")
+        for candidate, evaluation in zip(candidates, evaluations):
+            if evaluation["fitness"] is not None:
+                counters["confirmed"] += 1
+                counters["confirm_drop_sum"] += candidate.fitness - evaluation["fitness"]
+        return dict(zip(texts, evaluations))
+
     def _step(
-        self, iteration: int, seed: SeedState, scored: list[Candidate], tau: float, counters: dict[str, Any]
+        self,
+        iteration: int,
+        seed: SeedState,
+        best: Candidate | None,
+        confirmed: dict[str, dict[str, Any]],
+        tau: float,
+        counters: dict[str, Any],
     ) -> dict[str, Any]:
-        """Decide on one seed's best candidate; updates the seed when accepted and returns its lineage entry."""
+        """Decide on one seed's best candidate (on its confirmed score when there is one); updates the seed when
+        accepted and returns its lineage entry."""
         entry = {
             "iteration": iteration + 1,
             "strategy": None,
@@ -459,17 +493,18 @@ class Evolution:
             "parents": [],
             "instruction": None,
             "fitness": None,
+            "selection_fitness": None,
             "previous_fitness": seed.fitness,
             "tau": tau,
             "accepted": False,
-            "candidates": len(scored),
         }
-        if not scored:
+        if best is None:
             return entry
-        best = max(scored, key=lambda c: c.fitness)
+        evaluation = _confirmed_evaluation(best, confirmed) if self.config.confirm_best else best.evaluation
+        fitness = evaluation["fitness"]
         u = derive_rng(self.config.seed, "accept", seed.index, iteration).random()
-        accepted = accepts(best.fitness, seed.fitness, tau, u)
-        if seed.fitness is not None and best.fitness < seed.fitness:
+        accepted = fitness is not None and accepts(fitness, seed.fitness, tau, u)
+        if fitness is not None and seed.fitness is not None and fitness < seed.fitness:
             counters["worse"] += 1
             counters["worse_accepted"] += accepted
         entry.update(
@@ -477,7 +512,8 @@ class Evolution:
             family=best.family,
             parents=best.parents,
             instruction=best.instruction,
-            fitness=best.fitness,
+            fitness=fitness,
+            selection_fitness=best.fitness,
             accepted=accepted,
         )
         stats = _operator_counters(counters, best.operator)
@@ -487,7 +523,7 @@ class Evolution:
             counters["accepted"] += 1
             seed.instruction, seed.reason = best.instruction, best.reason
             seed.operator, seed.family = best.operator, best.family
-            seed.verification, seed.evaluation = best.verification, best.evaluation
+            seed.verification, seed.evaluation = best.verification, evaluation
             seed.estimates = []  # the selection score is biased upward: the next iteration re-estimates it
         return entry
 
@@ -498,6 +534,18 @@ class Evolution:
         if gain is not None:
             stats["gain_sum"] += gain
             stats["improved"] += gain > 0
+
+
+def _confirmed_evaluation(candidate: Candidate, confirmed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The candidate's confirmed evaluation, carrying the responses of both passes (all real target answers, the
+    build's rejected side); its fitness is the fresh pass's alone, None when that pass judged nothing."""
+    fresh = confirmed[candidate.instruction]
+    return {**fresh, "targets": pooled_responses(candidate.evaluation["targets"], fresh["targets"])}
+
+
+def pooled_responses(earlier: list[dict[str, Any]], later: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The later per-target records, each carrying the responses of both."""
+    return [{**new, "responses": old["responses"] + new["responses"]} for old, new in zip(earlier, later)]
 
 
 def _texts(candidates: list[Candidate]) -> list[str]:
