@@ -165,7 +165,9 @@ def test_stored_fitness_is_honest_when_no_real_improvement_exists(tmp_path):
     assert abs(statistics.mean(confirmed) - truth) < 3 * confirmed_error + 0.05
     assert all(seed.evaluation["estimates"] >= 1 for seed in seeds)
     summary = summarize([], [], [], [run.history])
-    assert summary["confirm_mean_drop"] == pytest.approx(statistics.mean(s["selection_fitness"] - s["fitness"] for s in steps))
+    assert summary["confirm_mean_drop"] == pytest.approx(
+        statistics.mean(s["selection_fitness"] - s["fitness"] for s in steps)
+    )
 
 
 def test_without_confirmation_the_acceptance_test_uses_the_selection_score(tmp_path):

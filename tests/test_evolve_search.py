@@ -94,7 +94,8 @@ def test_each_iteration_makes_one_batched_call_per_target(tmp_path):
     run = evolution(tmp_path, targets=targets)
     run.run(SEEDS)
     for target in targets:
-        assert target.calls == 3 + 1, "one call per iteration (candidates and re-estimates together), one final"
+        # per iteration: candidates and re-estimates together, then the best candidates' confirmation; one final
+        assert target.calls == 3 * 2 + 1
         assert target.rows > 4 * 3
 
 
@@ -136,13 +137,16 @@ def test_recombinants_are_verified_too(tmp_path):
     assert sum(h["operators"]["recombine_rule"]["rejected"] for h in run.history) > 0
 
 
-@pytest.mark.parametrize("selection", ["bandit", "uniform", "fixed"])
-def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, selection):
-    whole = evolution(tmp_path / "whole", selection=selection)
+@pytest.mark.parametrize(
+    "selection, sampling_rule", [("bandit", "fixed"), ("uniform", "fixed"), ("fixed", "fixed"), ("bandit", "halving")]
+)
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path, selection, sampling_rule):
+    settings = {"selection": selection, "sampling_rule": sampling_rule}
+    whole = evolution(tmp_path / "whole", **settings)
     expected = [dataclasses.asdict(s) for s in whole.run(SEEDS)]
-    first = evolution(tmp_path / "parts", selection=selection, iterations=1)
+    first = evolution(tmp_path / "parts", **settings, iterations=1)
     first.run(SEEDS)
-    resumed = evolution(tmp_path / "parts", selection=selection, resume=True)
+    resumed = evolution(tmp_path / "parts", **settings, resume=True)
     assert [dataclasses.asdict(s) for s in resumed.run(SEEDS)] == expected
     assert resumed.selector.state_dict() == whole.selector.state_dict()
     assert json.dumps(resumed.history, default=str).count("iteration") == 3

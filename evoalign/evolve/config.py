@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from evoalign.sources import Source
 RESUMABLE = frozenset(
     {"resume", "output_dir", "iterations", "fresh_samples", "dedup", "dedup_threshold", "dedup_ngram"}
 )
+
+SAMPLING_RULES = ("fixed", "halving")
 
 
 @dataclass
@@ -143,6 +146,14 @@ class EvolveConfig:
         default_factory=lambda: {"temperature": 1.0, "max_new_tokens": 256},
         metadata={"help": "mutator sampling parameters"},
     )
+    sampling_rule: str = field(
+        default="fixed",
+        metadata={
+            "help": "fixed: K samples for every candidate and every current instruction; halving: each seed's "
+            "candidates are sampled in rounds of ceil(K/4), only the better half going on to the next round, and "
+            "the current instruction gets ceil(K/2) more per iteration (docs/evolve.md)"
+        },
+    )
     confirm_best: bool = field(
         default=True,
         metadata={
@@ -201,6 +212,7 @@ class EvolveConfig:
             "fitness": FORMS,
             "selection": MODES,
             "recombination": ("auto", *RECOMBINATIONS),
+            "sampling_rule": SAMPLING_RULES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -255,6 +267,16 @@ class EvolveConfig:
         target = {**self.target_sampling, "n": self.samples, "seed": self.seed}
         SamplingParams.from_dict(target, f"{where}: 'target_sampling'")
         SamplingParams.from_dict(self.mutator_sampling, f"{where}: 'mutator_sampling'")
+
+    @property
+    def round_samples(self) -> int:
+        """Samples per candidate and round under `sampling_rule: halving`."""
+        return math.ceil(self.samples / 4)
+
+    @property
+    def incumbent_samples(self) -> int:
+        """Fresh samples of the current instruction per iteration: K, or ceil(K/2) under halving (they pool)."""
+        return math.ceil(self.samples / 2) if self.sampling_rule == "halving" else self.samples
 
     @property
     def effective_tau_scale(self) -> float:

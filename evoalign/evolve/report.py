@@ -233,6 +233,7 @@ def summarize(
                 "verifier_rejection_rate": _rate(entry["rejected"], entry["verified"]),
                 "worse_acceptance_rate": _rate(entry.get("worse_accepted", 0), entry.get("worse", 0)),
                 "gated": entry.get("gated", 0),
+                "target_samples": entry.get("target_samples", 0),
                 "seconds": round(entry["seconds"], 2),
             }
         )
@@ -260,6 +261,10 @@ def summarize(
         "confirm_mean_drop": _rate(
             sum(e.get("confirm_drop_sum", 0.0) for e in iterations), sum(e.get("confirmed", 0) for e in iterations)
         ),
+        "target_samples": sum(e.get("target_samples", 0) for e in iterations),
+        "target_samples_saved": sum(
+            e.get("target_samples_fixed_k", 0) - e.get("target_samples", 0) for e in iterations
+        ),
         "gated": sum(e.get("gated", 0) for e in iterations),
         "failures": dict(sorted(failures.items())),
         "strategies": _strategy_table(iterations),
@@ -281,6 +286,8 @@ def render(summary: dict[str, Any]) -> str:
         f"acceptance rate: {_fmt(summary['acceptance_rate'])} (worse candidates: "
         f"{_fmt(summary['worse_acceptance_rate'])} of {summary['worse_offered']})  verifier rejection rate: "
         f"{_fmt(summary['verifier_rejection_rate'])}  quality gate dropped: {summary['gated']}",
+        f"target samples of the search: {summary['target_samples']} ({summary['target_samples_saved']} saved "
+        "against K samples for every text)",
         f"failures: {summary['failures'] or 'none'}",
         "",
         "iter  mean fitness  accepted  candidates  verifier rejected  seconds",

@@ -157,6 +157,8 @@ def new_counters(iteration: int) -> dict[str, Any]:
         "worse_accepted": 0,
         "confirmed": 0,
         "confirm_drop_sum": 0.0,
+        "target_samples": 0,
+        "target_samples_fixed_k": 0,
         "operators": {},
     }
 
@@ -284,8 +286,13 @@ class Evolution:
         counters["seeds"] = len(active)
         pools = self._mutate(iteration, active, counters)
         self._recombine(iteration, active, pools, counters)
+        drawn, fixed_k = self.evaluator.samples_drawn, self._fixed_k_samples(active, pools)
         self._score(iteration, active, pools)
+        scored = self.evaluator.samples_drawn
         gains = self._accept(iteration, active, pools, counters)
+        confirmation = self.evaluator.samples_drawn - scored  # K per best candidate under either rule
+        counters["target_samples"] = self.evaluator.samples_drawn - drawn
+        counters["target_samples_fixed_k"] = fixed_k + confirmation
         everyone = sorted(gain for shard in self.dist.gather(gains) for gain in shard)
         self.selector.update((name, gain) for _, _, name, gain in everyone)
         return counters
@@ -408,7 +415,11 @@ class Evolution:
         return self.evaluator.params.replace(seed=model_seed(self.config.seed, "score", iteration))
 
     def _score(self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]]) -> None:
-        """Score every candidate and re-estimate every current instruction, in one batched evaluation."""
+        """Score every candidate and re-estimate every current instruction, in one batched evaluation (or, under
+        `sampling_rule: halving`, the current instructions in one and the candidates by sequential halving)."""
+        if self.config.sampling_rule == "halving":
+            self._score_halving(iteration, seeds, pools)
+            return
         candidates = [c for seed in seeds for c in pools[seed.index]]
         texts = [seed.instruction for seed in seeds] + [c.instruction for c in candidates]
         evaluations = self.evaluator.evaluate(
@@ -420,6 +431,31 @@ class Evolution:
             seed.add_estimate(evaluation)
         for candidate, evaluation in zip(candidates, evaluations[len(seeds) :]):
             candidate.evaluation = evaluation
+
+    def _score_halving(self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]]) -> None:
+        texts = [seed.instruction for seed in seeds]
+        params = self._sampling(iteration).replace(n=self.config.incumbent_samples)
+        label = f"iteration {iteration + 1}/{self.config.iterations}"
+        for seed, evaluation in zip(seeds, self.evaluator.evaluate(texts, params=params, desc=label)):
+            if seed.seed_evaluation is None:
+                seed.seed_evaluation = evaluation
+            seed.add_estimate(evaluation)
+        groups = [pools[seed.index] for seed in seeds]
+        evaluations = self.evaluator.evaluate_halving(
+            [_texts(group) for group in groups],
+            round_samples=self.config.round_samples,
+            round_seed=lambda round_: model_seed(self.config.seed, "score", iteration, "round", round_),
+            params=self._sampling(iteration),
+            desc=f"{label}, candidates",
+        )
+        for group, group_evaluations in zip(groups, evaluations):
+            for candidate, evaluation in zip(group, group_evaluations):
+                candidate.evaluation = evaluation
+
+    def _fixed_k_samples(self, seeds: list[SeedState], pools: dict[int, list[Candidate]]) -> int:
+        """Target samples that scoring with K for every text takes (the baseline of the halving's savings)."""
+        texts = {seed.instruction for seed in seeds} | {c.instruction for seed in seeds for c in pools[seed.index]}
+        return self.config.samples * len(self.evaluator.targets) * len(texts)
 
     def _reestimate(self, seeds: list[SeedState], iteration: int) -> None:
         """One more honest estimate of every current instruction (after the last iteration)."""

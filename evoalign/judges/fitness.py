@@ -21,7 +21,7 @@ several targets, fitness is the mean of the per-target fitness values (transfera
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,7 @@ class FitnessEvaluator:
         self.form = form
         self.lam = FORMS[form] if lam is None else lam
         self.floor = floor
+        self.samples_drawn = 0  # target samples requested by every evaluation so far (all targets)
 
     def evaluate(
         self, instructions: Sequence[str], *, params: SamplingParams | None = None, desc: str | None = None
@@ -153,7 +154,9 @@ class FitnessEvaluator:
         `params` overrides the sampling parameters (e.g. fresh samples with another seed for a report).
         """
         unique = list(dict.fromkeys(instructions))
-        per_target = [self._on_target(target, unique, params or self.params, desc) for target in self.targets]
+        params = params or self.params
+        self.samples_drawn += len(unique) * params.n * len(self.targets)
+        per_target = [self._on_target(target, unique, params, desc) for target in self.targets]
         by_text = {}
         for index, text in enumerate(unique):
             records = [records[index] for records in per_target]
@@ -162,6 +165,54 @@ class FitnessEvaluator:
                 "targets": records,
             }
         return [by_text[text] for text in instructions]
+
+    def evaluate_halving(
+        self,
+        groups: Sequence[Sequence[str]],
+        *,
+        round_samples: int,
+        round_seed: Callable[[int], int],
+        params: SamplingParams | None = None,
+        desc: str | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """Sequential halving within each group (the candidates competing for one selection), all groups batched.
+
+        Every instruction gets `round_samples` samples in the first round; after each round the better half of
+        each group's instructions still sampled (rounded down) gets `round_samples` more, with round r's sampling
+        seed `round_seed(r)`, while that half has at least two (6 -> 3 -> stop, 4 -> 2 -> stop) and until they
+        reach `params.n`. An evaluation pools every sample its instruction got: its fitness is the estimate over all of
+        them (unbiased for the samples taken) and `samples` says how many that was. Returned group by group.
+        """
+        params = params or self.params
+        pooled: dict[str, dict[str, Any]] = {}
+        alive = [list(dict.fromkeys(group)) for group in groups]
+        taken = 0
+        for round_ in range(math.ceil(params.n / round_samples)):
+            texts = list(dict.fromkeys(text for group in alive for text in group))
+            if not texts:
+                break
+            size = min(round_samples, params.n - taken)
+            fresh = self.evaluate(
+                texts,
+                params=params.replace(n=size, seed=round_seed(round_)),
+                desc=desc and f"{desc}, round {round_ + 1}",
+            )
+            for text, evaluation in zip(texts, fresh):
+                pooled[text] = self._pool(pooled.get(text), evaluation)
+            taken += size
+            alive = [_better_half(group, pooled) for group in alive]
+        return [[pooled[text] for text in group] for group in groups]
+
+    def _pool(self, earlier: dict[str, Any] | None, later: dict[str, Any]) -> dict[str, Any]:
+        """One evaluation over the samples of both: per-target fitness recomputed on the pooled responses."""
+        if earlier is None:
+            return {**later, "samples": _sample_count(later)}
+        records = []
+        for old, new in zip(earlier["targets"], later["targets"]):
+            responses = old["responses"] + new["responses"]
+            records.append(summarize_target(new["model"], responses, self.fitness(responses)))
+        fitness = _mean([r["fitness"] for r in records if r["fitness"] is not None])
+        return {"fitness": fitness, "targets": records, "samples": earlier["samples"] + _sample_count(later)}
 
     def _on_target(
         self, target: Target, instructions: list[str], params: SamplingParams, desc: str | None
@@ -191,6 +242,24 @@ class FitnessEvaluator:
                 f"target {target.name} returned no log-probs, which the fitness confidence term needs; use a "
                 "backend that gives them, or set fitness_lambda: 0 to use the refusal term alone"
             )
+
+
+def _better_half(group: list[str], pooled: Mapping[str, dict[str, Any]]) -> list[str]:
+    """The group's instructions to sample again: the better half by pooled fitness (rounded down), or none when
+    that is a single one (the group's best is then decided); no judged sample yet (fitness None) ranks last."""
+    if len(group) // 2 < 2:
+        return []
+    ranked = sorted(group, key=lambda text: _rank_key(pooled[text]["fitness"]), reverse=True)
+    return ranked[: len(group) // 2]
+
+
+def _rank_key(fitness: float | None) -> float:
+    return -math.inf if fitness is None else fitness
+
+
+def _sample_count(evaluation: Mapping[str, Any]) -> int:
+    """Samples per target behind an evaluation (the same on every target)."""
+    return len(evaluation["targets"][0]["responses"]) if evaluation["targets"] else 0
 
 
 def _response(sample: Sample, verdict: dict[str, Any]) -> dict[str, Any]:
