@@ -8,10 +8,13 @@ same candidates, with K samples of up to `--max-new-tokens` tokens under the saf
   text again in a second forward pass for the perplexity term, then generates another response under the
   safety prior and judges it for the refusal term;
 - evoalign (`FitnessEvaluator`): all candidates x K samples in one batched `generate` call whose log-probs come
-  from the generation itself, then one batched judge call.
+  from the generation itself, then one batched judge call;
+- evoalign with adaptive sampling (`sampling_rule: halving`, docs/evolve.md): the candidates, as one seed's
+  competitors, sampled by sequential halving (rounds of ceil(K/4) samples, the better half goes on), which
+  takes a share of the K samples per candidate that it prints.
 
-Both use the `evoalign` string-rule judge and the published code's fitness form (`reference`), and print
-seconds per candidate and the ratio:
+All use the `evoalign` string-rule judge and the published code's fitness form (`reference`), and print seconds
+per candidate and the ratios; the exit code checks the adaptive one against `--min-ratio`:
 
     python benchmarks/fitness.py [--candidates 8 --samples 10 --max-new-tokens 50 --min-ratio 30]
 """
@@ -123,6 +126,17 @@ def main() -> int:
         f"({ours_cpu / args.candidates:.2f} CPU s)",
         flush=True,
     )
+    drawn = evaluator.samples_drawn
+    rounds = math.ceil(args.samples / 4)
+    adaptive_s, adaptive_cpu, _ = _timed(
+        lambda: evaluator.evaluate_halving([candidates], round_samples=rounds, round_seed=lambda r: 1000 + r)
+    )
+    share = (evaluator.samples_drawn - drawn) / (args.candidates * args.samples)
+    print(
+        f"evoalign  (adaptive, halving):    {adaptive_s / args.candidates:8.2f} s/candidate "
+        f"({adaptive_cpu / args.candidates:.2f} CPU s; {share:.0%} of the K samples taken)",
+        flush=True,
+    )
     sequential = candidates[: args.published_candidates or args.candidates]
     theirs_s, theirs_cpu, theirs = _timed(
         lambda: [published_fitness(hf, judge, c, args.samples, args.max_new_tokens) for c in sequential]
@@ -131,12 +145,19 @@ def main() -> int:
         f"published (sequential, 2 passes): {theirs_s / len(sequential):8.2f} s/candidate "
         f"({theirs_cpu / len(sequential):.2f} CPU s; {len(sequential)} candidates run)"
     )
-    ratio = (theirs_s / len(sequential)) / (ours_s / args.candidates)
-    cpu_ratio = (theirs_cpu / len(sequential)) / (ours_cpu / args.candidates)
-    print(f"ratio: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU time (target >= {args.min_ratio:g}x)")
+    per_theirs = (theirs_s / len(sequential), theirs_cpu / len(sequential))
+    ratio = per_theirs[0] / (ours_s / args.candidates)
+    cpu_ratio = per_theirs[1] / (ours_cpu / args.candidates)
+    adaptive_ratio = per_theirs[0] / (adaptive_s / args.candidates)
+    adaptive_cpu_ratio = per_theirs[1] / (adaptive_cpu / args.candidates)
+    print(f"ratio, K samples for all:   {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU time")
+    print(
+        f"ratio, adaptive sampling:   {adaptive_ratio:.1f}x wall, {adaptive_cpu_ratio:.1f}x CPU time "
+        f"({share:.0%} of the samples; target >= {args.min_ratio:g}x)"
+    )
     for text, mine, published in zip(candidates, ours, theirs):
         print(f"  fitness {mine['fitness']:+.3f} (evoalign) {published:+.3f} (published)  {text[:60]}")
-    return 0 if ratio >= args.min_ratio else 1
+    return 0 if adaptive_ratio >= args.min_ratio else 1
 
 
 if __name__ == "__main__":
