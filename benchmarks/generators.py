@@ -8,9 +8,10 @@ calls to the target model: one call is one sampled response (EvoRefuse's fitness
 teacher-forced row (PHTest's refusal objective). Calls are counted by a counter around the target inside the
 response cache, so they are the calls the target computed. Each generator is sized to the budget:
 
-- EvoRefuse (`evoalign evolve`, rule operators, K = 4, L = 2, N = 1): the seeds are scored once, every iteration
-  scores L + N candidates and re-estimates the current instruction, and the final instructions are re-estimated
-  once more, so T = (budget / (seeds x K) - 2) / (L + N + 1), at least 1;
+- EvoRefuse (`evoalign evolve`, rule operators, K = 4, L = 2, N = 1, `--evolve_sampling_rule`, default
+  `halving`): every iteration re-estimates the current instruction (the seed itself at first), scores the L + N
+  candidates and confirms the best on K fresh samples, and the final instructions are re-estimated once more, so
+  T = (budget / seeds - K) / (samples per seed and iteration), at least 1: 20 with `fixed`, 9 with `halving`;
 - OR-Bench-style: budget / K rewrites get the K-sample hard check, from ceil(that / seeds) + 1 rewrites per seed;
 - PHTest-style (top-2 candidates, one refusal opening, one prompt per seed starting with one of four request
   prefixes in turn, as `phtest_offline.yaml`): budget / (seeds x 2) tokens at most.
@@ -65,7 +66,7 @@ from evoalign.generators.phtest import (  # noqa: E402
 )
 from evoalign.io import atomic_write_jsonl, atomic_write_text  # noqa: E402
 from evoalign.judges import get_judge  # noqa: E402
-from evoalign.judges.fitness import FitnessEvaluator, Target  # noqa: E402
+from evoalign.judges.fitness import FitnessEvaluator, Target, halving_samples  # noqa: E402
 from evoalign.judges.verifiers import get_verifier  # noqa: E402
 from evoalign.models import SamplingParams, load_model  # noqa: E402
 from evoalign.models.cache import CachedChatModel  # noqa: E402
@@ -89,6 +90,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--judge", default="evoalign", help="refusal judge spec")
     parser.add_argument("--verifier", default="rules", help="'rules' or a comma-separated list of model specs")
     parser.add_argument("--max_new_tokens", type=int, default=64, help="length of the fresh responses measured")
+    parser.add_argument(
+        "--evolve_sampling_rule", default="halving", choices=["fixed", "halving"], help="EvoRefuse's sampling rule"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="runs/bench-generators")
     return parser.parse_args()
@@ -113,13 +117,26 @@ def write_rows(out: Path, rows: list[dict[str, Any]], rejected: list[dict[str, A
         atomic_write_jsonl(out / f"{name}.jsonl", records)
 
 
+def evolve_iterations(args: argparse.Namespace, seeds: int) -> int:
+    """EvoRefuse's T: as many iterations as the budget pays for after the final re-estimate, at least one."""
+    return max(1, (args.budget // seeds - K) // evolve_samples_per_iteration(args.evolve_sampling_rule))
+
+
+def evolve_samples_per_iteration(rule: str) -> int:
+    """Target samples per seed and iteration: current instruction, the L + N candidates, the confirmation."""
+    if rule == "halving":
+        return math.ceil(K / 2) + halving_samples(EVO_L + EVO_N, math.ceil(K / 4), K) + K
+    return K + (EVO_L + EVO_N) * K + K
+
+
 def run_evorefuse(args, rows, base, out: Path) -> tuple[list[str], int, Target]:
-    iterations = max(1, (args.budget // (len(rows) * K) - 2) // (EVO_L + EVO_N + 1))
+    iterations = evolve_iterations(args, len(rows))
     settings = {
         "seeds": args.seeds, "output_dir": str(out), "seed": args.seed, "targets": [args.target],
         "condition": args.condition, "verifier": verifier_specs(args), "verifier_voting": "majority", "judge": args.judge, "strategies": ["rule"],
         "recombination": "rule", "iterations": iterations, "population": EVO_L, "recombinations": EVO_N,
         "samples": K, "target_sampling": TARGET_SAMPLING, "max_instruction_words": 80, "fresh_samples": 0,
+        "sampling_rule": args.evolve_sampling_rule,
     }  # fmt: skip
     config = config_from_dict(EvolveConfig, settings, "benchmark evolve config")
     pool = ModelPool(out / "cache.sqlite")
@@ -206,7 +223,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+def table(results: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: int) -> str:
     header = (
         "| generator | verified | n | target calls | gen. s | refusal (judge) | refusal (PRR) | transfer (judge) "
         "| confidence | MSTTR | Self-BLEU | embedding div. | harmful | controversial |"
@@ -224,6 +241,7 @@ def table(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     transfer = f"{args.transfer_target or args.target} behind {args.transfer_condition}"
     lines.append(
         f"\nTarget {args.target} behind {args.condition}; transfer: {transfer}; budget {args.budget} target calls; "
+        f"EvoRefuse: sampling rule {args.evolve_sampling_rule}, T = {evolve_iterations(args, seeds)}; "
         f"judge {args.judge}; verifier {args.verifier}; fresh greedy responses of up to {args.max_new_tokens} tokens. "
         "verified: all verified instructions a generator produced; n: the one-per-seed set measured."
     )
@@ -264,7 +282,7 @@ def main() -> int:
             for name, entry in generated.items()
         }
     verifier_pool.close()
-    rendered = table(results, args)
+    rendered = table(results, args, len(rows))
     seconds = time.perf_counter() - started
     print(rendered)
     machine = {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}

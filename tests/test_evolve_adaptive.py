@@ -10,7 +10,7 @@ from evoalign.errors import ConfigError
 from evoalign.evolve.config import EvolveConfig
 from evoalign.evolve.report import summarize
 from evoalign.judges import get_judge
-from evoalign.judges.fitness import FitnessEvaluator, Target
+from evoalign.judges.fitness import FitnessEvaluator, Target, halving_samples
 from evoalign.models.base import SamplingParams
 
 
@@ -33,7 +33,7 @@ def test_halving_finds_the_most_refused_candidates_with_a_third_of_the_samples()
     groups = [_group(topic) for topic in ("bread", "gardens", "chess", "sailing", "pottery", "birds")]
     results = evaluator.evaluate_halving(groups, round_samples=2, round_seed=lambda r: 100 + r)
     # 6 -> 3 candidates per group, then the best of 3 is decided: 6 x 2 + 3 x 2 samples, against 6 x 8 with K for all
-    assert evaluator.samples_drawn == len(groups) * (6 * 2 + 3 * 2)
+    assert evaluator.samples_drawn == len(groups) * (6 * 2 + 3 * 2) == len(groups) * halving_samples(6, 2, 8)
     assert evaluator.samples_drawn <= len(groups) * 6 * 8 / 2
     for group in results:
         counts = sorted(evaluation["samples"] for evaluation in group)
@@ -55,6 +55,7 @@ def test_groups_of_one_or_two_get_a_single_round_and_k_caps_the_rounds():
     assert alone["samples"] == 2
     assert [e["samples"] for e in pair] == [2, 2]  # halving two leaves one: decided after the first round
     assert sorted(e["samples"] for e in four) == [2, 2, 3, 3]  # the second round is cut to K = 3
+    assert [halving_samples(n, 2, 3) for n in (1, 2, 4)] == [2, 4, 10]
 
 
 def test_halving_search_takes_at_most_half_the_target_samples_and_still_raises_fitness(tmp_path):

@@ -244,6 +244,16 @@ class FitnessEvaluator:
             )
 
 
+def halving_samples(group_size: int, round_samples: int, samples: int) -> int:
+    """Samples per target that `FitnessEvaluator.evaluate_halving` gives a group of `group_size` instructions."""
+    total, alive, taken = 0, group_size, 0
+    while alive and taken < samples:
+        size = min(round_samples, samples - taken)
+        total, taken = total + alive * size, taken + size
+        alive = alive // 2 if alive // 2 >= 2 else 0
+    return total
+
+
 def _better_half(group: list[str], pooled: Mapping[str, dict[str, Any]]) -> list[str]:
     """The group's instructions to sample again: the better half by pooled fitness (rounded down), or none when
     that is a single one (the group's best is then decided); no judged sample yet (fitness None) ranks last."""
