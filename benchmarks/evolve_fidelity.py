@@ -2,7 +2,8 @@
 
 For each run directory (its `config.yaml`, `evolved.jsonl` and response cache), with the same refusal judge for
 every run (default: the calibrated `evoalign` judge) and the same fresh-sample seed as the evolve stage's own
-report (`fresh_samples` samples per instruction, seed `(run seed, "fresh")`):
+report (`fresh_samples` samples per instruction, or `--fresh-samples` for a tighter interval; seed
+`(run seed, "fresh")`):
 
 - fresh refusal rate of the seeds and of the evolved instructions on the target;
 - acceptance rate of worse candidates: lineage steps whose best candidate scored below the current instruction,
@@ -68,7 +69,7 @@ def _worse(rows: list[dict[str, Any]]) -> tuple[int, int]:
     return len(worse), sum(step["accepted"] for step in worse)
 
 
-def measure(run_dir: Path, judge_spec: str) -> dict[str, Any]:
+def measure(run_dir: Path, judge_spec: str, fresh_samples: int | None = None) -> dict[str, Any]:
     config = _config(run_dir)
     rows = read_jsonl(run_dir / "evolved.jsonl")
     lam = FORMS[config.fitness] if config.fitness_lambda is None else config.fitness_lambda
@@ -83,7 +84,8 @@ def measure(run_dir: Path, judge_spec: str) -> dict[str, Any]:
             evaluator = FitnessEvaluator(
                 targets, judge, params, form=config.fitness, lam=config.fitness_lambda, floor=config.refusal_floor
             )
-            fresh_params = params.replace(n=config.fresh_samples, seed=model_seed(config.seed, "fresh"))
+            fresh = fresh_samples or config.fresh_samples
+            fresh_params = params.replace(n=fresh, seed=model_seed(config.seed, "fresh"))
             texts = [row["seed"] for row in rows] + [row["instruction"] for row in rows]
             evaluations = evaluator.evaluate(texts, params=fresh_params, desc=f"fresh samples ({run_dir.name})")
             stored_items = [
@@ -114,7 +116,7 @@ def measure(run_dir: Path, judge_spec: str) -> dict[str, Any]:
         "rows": len(rows),
         "judge": judge_spec,
         "run_judge": config.judge,
-        "fresh_samples": config.fresh_samples,
+        "fresh_samples": fresh_samples or config.fresh_samples,
         "fresh_refusal_rate_seeds": seeds_rate,
         "fresh_refusal_rate_evolved": evolved_rate,
         "worse_offered": worse,
@@ -139,8 +141,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--judge", default="evoalign")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--fresh-samples", type=int, default=None, help="fresh samples per instruction (default: the run's)"
+    )
     args = parser.parse_args()
-    results = [measure(run, args.judge) for run in args.runs]
+    results = [measure(run, args.judge, args.fresh_samples) for run in args.runs]
     print(
         f"{'run':<40} {'seeds':>6} {'evolved':>7} {'worse acc.':>12} {'stored':>7} {'fresh':>7} "
         f"{'gap (se)':>16} {'re-judged gap (se)':>19}"
