@@ -58,6 +58,7 @@ def test_groups_of_one_or_two_get_a_single_round_and_k_caps_the_rounds():
     assert [halving_samples(n, 2, 3) for n in (1, 2, 4)] == [2, 4, 10]
 
 
+@pytest.mark.slow  # two whole searches
 def test_halving_search_takes_at_most_half_the_target_samples_and_still_raises_fitness(tmp_path):
     fixed = evolution(tmp_path / "fixed", iterations=3)
     halving = evolution(tmp_path / "halving", iterations=3, sampling_rule="halving")

@@ -146,9 +146,16 @@ def _true_fitness(rate):
     return rate * logs[0] + (1 - rate) * logs[1] + 0.03 * -1.0
 
 
-def test_stored_fitness_is_honest_when_no_real_improvement_exists(tmp_path):
-    run = _evolution(tmp_path)
-    seeds = run.run([{"instruction": text} for text in SEEDS])
+@pytest.fixture(scope="module")
+def coin_run(tmp_path_factory):
+    """One 16-seed, 4-iteration search on the coin target, shared by the tests that only read it."""
+    run = _evolution(tmp_path_factory.mktemp("coin"))
+    return run, run.run([{"instruction": text} for text in SEEDS])
+
+
+@pytest.mark.slow  # a whole 16-seed search
+def test_stored_fitness_is_honest_when_no_real_improvement_exists(coin_run):
+    run, seeds = coin_run
     truth = _true_fitness(CoinTarget.rate)
     stored = [seed.fitness for seed in seeds if seed.active]
     steps = [step for seed in seeds if seed.active for step in seed.lineage if step["instruction"] is not None]
@@ -170,6 +177,7 @@ def test_stored_fitness_is_honest_when_no_real_improvement_exists(tmp_path):
     )
 
 
+@pytest.mark.slow  # a whole search
 def test_without_confirmation_the_acceptance_test_uses_the_selection_score(tmp_path):
     run = _evolution(tmp_path, confirm_best=False)
     seeds = run.run([{"instruction": text} for text in SEEDS[:4]])
@@ -178,9 +186,9 @@ def test_without_confirmation_the_acceptance_test_uses_the_selection_score(tmp_p
     assert summarize([], [], [], [run.history])["confirm_mean_drop"] is None
 
 
-def test_scaled_annealing_sometimes_accepts_a_worse_candidate_and_reports_the_rate(tmp_path):
-    run = _evolution(tmp_path)
-    run.run([{"instruction": text} for text in SEEDS])
+@pytest.mark.slow  # a whole 16-seed search
+def test_scaled_annealing_sometimes_accepts_a_worse_candidate_and_reports_the_rate(coin_run):
+    run, _ = coin_run
     worse = sum(entry["worse"] for entry in run.history)
     accepted = sum(entry["worse_accepted"] for entry in run.history)
     assert worse > 0 and 0 < accepted < worse
