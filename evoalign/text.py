@@ -20,6 +20,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 _WORD = re.compile(r"\w+")
+_LIST_MARKER = re.compile(r"\s*\d+\.")  # "2." opening a list item is not the end of a sentence
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]*]*(?=\s|$)|\n")
 
 
 def words(text: str) -> list[str]:
@@ -121,3 +123,20 @@ def near_duplicate_groups(
         if key is not None:
             groups.union(i, first_with_key.setdefault(key, i))
     return [groups.find(i) for i in range(len(texts))]
+
+
+def trim_to_sentence(text: str) -> str:
+    """`text` up to the end of its last complete sentence or line ("" when there is none)."""
+    for match in reversed(list(_SENTENCE_END.finditer(text))):
+        kept = text[: match.end()].strip()
+        if not _LIST_MARKER.fullmatch(kept.rsplit("\n", 1)[-1]):
+            return kept
+    return ""
+
+
+def final_text(text: str, finish_reason: str | None, truncated: str) -> str | None:
+    """The response text to use: a cut-off response is kept, trimmed to a sentence, or None (dropped)."""
+    text = text.strip()
+    if finish_reason != "length" or truncated == "keep":
+        return text
+    return trim_to_sentence(text) if truncated == "trim" else None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from evoalign.build.responses import sample_wanted, trim_to_sentence, write_until_accepted
+from evoalign.build.responses import sample_wanted, write_until_accepted
 from evoalign.judges import COMPLIANCE, PARTIAL, REFUSAL, RefusalJudge, get_judge
 from evoalign.models.base import ChatModel, Sample, SamplingParams
+from evoalign.text import trim_to_sentence
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that."
 UNSURE = (

@@ -12,7 +12,6 @@ refusals a target gives to benign instructions, or its compliance with harmful o
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +19,10 @@ from dataclasses import dataclass, field
 from evoalign.judges import COMPLIANCE, RefusalJudge
 from evoalign.models.base import ChatModel, SamplingParams
 from evoalign.prompts import Conversation
+from evoalign.text import final_text
 
 EMPTY, TRUNCATED = "empty", "truncated"
 TRUNCATION = ("drop", "trim", "keep")  # what to do with a response cut off at max_new_tokens
-_LIST_MARKER = re.compile(r"\s*\d+\.")  # "2." opening a list item is not the end of a sentence
-_SENTENCE_END = re.compile(r"[.!?…][\"')\]*]*(?=\s|$)|\n")
 
 
 @dataclass
@@ -39,23 +37,6 @@ def judge_labels(judge: RefusalJudge, prompts: Sequence[str], texts: Sequence[st
     """The judge's label for each (prompt, response)."""
     results = judge.classify([{"prompt": p, "response": t} for p, t in zip(prompts, texts)])
     return [result["label"] for result in results]
-
-
-def trim_to_sentence(text: str) -> str:
-    """`text` up to the end of its last complete sentence or line ("" when there is none)."""
-    for match in reversed(list(_SENTENCE_END.finditer(text))):
-        kept = text[: match.end()].strip()
-        if not _LIST_MARKER.fullmatch(kept.rsplit("\n", 1)[-1]):
-            return kept
-    return ""
-
-
-def final_text(text: str, finish_reason: str | None, truncated: str) -> str | None:
-    """The response text to use: a cut-off response is kept, trimmed to a sentence, or None (dropped)."""
-    text = text.strip()
-    if finish_reason != "length" or truncated == "keep":
-        return text
-    return trim_to_sentence(text) if truncated == "trim" else None
 
 
 def _doubt(result: dict, accept: str) -> float:
