@@ -29,7 +29,7 @@ from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
 from evoalign.judges.loading import check_judge, load_judge
 from evoalign.labels import BENIGN, HARMFUL
-from evoalign.models import ChatModel, SamplingParams, check_context, parse_spec
+from evoalign.models import BUNDLED, ChatModel, SamplingParams, check_context, parse_spec
 from evoalign.models.base import TRANSFORMERS, Sample
 from evoalign.models.pool import ModelPool
 from evoalign.prompts import CONDITIONS, Message, check_condition, condition_prefix, with_condition
@@ -153,7 +153,7 @@ def _entry(raw: Any, index: int, config: EvalConfig) -> ModelEntry:
         raise ConfigError(f"models[{index}]: a model is a spec string or a mapping with 'spec'")
     options = {key: value for key, value in raw.items() if key not in _ENTRY_KEYS}
     backend, _, _ = parse_spec(options)
-    if backend in ("smollm2", "hf"):
+    if backend in (*BUNDLED, "hf"):
         options.setdefault("batch_size", config.batch_size)
     default_name = scrub_secrets(raw["spec"]) + (f"+{Path(raw['adapter']).name}" if raw.get("adapter") else "")
     conditions = raw.get("condition", config.conditions)

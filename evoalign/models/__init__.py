@@ -2,7 +2,8 @@
 
 A model is named by a spec string, optionally with options in a mapping (YAML-friendly):
 
-- `smollm2`: the bundled SmolLM2-135M-Instruct (see `evoalign.models.bundled`);
+- `smollm2`: the bundled SmolLM2-135M-Instruct (see `evoalign.models.bundled`); `smollm2-guarded`: the learnt
+  over-refusing base built from it by `recipes/guarded_base.py` (loads once built);
 - `hf:<hub id | local dir | file.gguf>`: transformers backend (options: adapter, batch_size, dtype, device, ...);
 - `openai:<model>` or `openai:<model>@<base_url>`: OpenAI or any OpenAI-compatible server
   (options: api_key_env, max_concurrency, timeout, max_retries).
@@ -98,6 +99,16 @@ def _check_option(spec: str, name: str, value: Any) -> None:
         raise ModelError(f"model '{spec}': option '{name}' must be {bound}, got {value!r}")
 
 
+BUNDLED = ("smollm2", "smollm2-guarded")  # specs without a colon: the bundled model and the learnt base built from it
+
+
+def bundled_path(name: str) -> str:
+    """The local folder of a bundled spec (`smollm2`, or `smollm2-guarded` once built)."""
+    from evoalign.models.bundled import built_guarded_path, smollm2_path
+
+    return smollm2_path() if name == "smollm2" else built_guarded_path()
+
+
 def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     """Split a spec into (backend, target, options); a mapping carries the spec under `spec`."""
     options: dict[str, Any] = {}
@@ -110,9 +121,11 @@ def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]
         raise ModelError(f"a model is a spec string or a mapping with 'spec', got {type(spec).__name__} {spec!r}")
     if not isinstance(spec, str) or not spec.strip():
         raise ModelError(f"model spec must be a non-empty string, got {spec!r}")
-    backend, sep, target = ("smollm2", "", spec) if spec == "smollm2" else spec.partition(":")
-    if backend != "smollm2" and (not sep or backend not in ("hf", "openai") or not target):
-        raise ModelError(f"unknown model spec '{spec}': use smollm2, hf:<path or id>, or openai:<model>[@<base_url>]")
+    backend, sep, target = (spec, "", spec) if spec in BUNDLED else spec.partition(":")
+    if backend not in BUNDLED and (not sep or backend not in ("hf", "openai") or not target):
+        raise ModelError(
+            f"unknown model spec '{spec}': use smollm2, smollm2-guarded, hf:<path or id>, or openai:<model>[@<base_url>]"
+        )
     allowed = _OPENAI_OPTIONS if backend == "openai" else _HF_OPTIONS
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -140,11 +153,10 @@ def load_model(spec: str | Mapping[str, Any], *, cache: str | Path | None = None
     """Build the ChatModel a spec names; wrap it in the response cache when `cache` is a path."""
     backend, target, options = parse_spec(spec)
     model: ChatModel
-    if backend == "smollm2":
-        from evoalign.models.bundled import smollm2_path
+    if backend in BUNDLED:
         from evoalign.models.hf import HFChatModel
 
-        model = HFChatModel(smollm2_path(), spec="smollm2", **options)
+        model = HFChatModel(bundled_path(backend), spec=backend, **options)
     elif backend == "hf":
         from evoalign.models.hf import HFChatModel
 
@@ -165,7 +177,11 @@ def check_model(spec: str | Mapping[str, Any]) -> None:
     """ModelError now, without loading weights, if the spec is malformed, a local hf model or adapter path is
     missing, or an API model's key variable is unset or its server out of reach."""
     backend, target, options = parse_spec(spec)
-    if backend == "hf":
+    if backend == "smollm2-guarded":
+        from evoalign.models.bundled import built_guarded_path
+
+        built_guarded_path()
+    elif backend == "hf":
         if is_local_path(target) and not Path(target).expanduser().exists():
             raise ModelError(f"model path not found: {target}")
         if options.get("adapter") and not Path(options["adapter"]).expanduser().exists():

@@ -96,3 +96,20 @@ def smollm2_path() -> str:
     if hub:
         return hub
     return str(convert_gguf(gguf_path(), cache_dir() / "models" / "SmolLM2-135M-Instruct"))
+
+
+GUARDED_RECIPE = "python recipes/guarded_base.py --config recipes/smollm2-135m-instruct/guarded/config.yaml"
+
+
+def guarded_path() -> Path:
+    """Where the learnt over-refusing base (`smollm2-guarded`, built by `GUARDED_RECIPE`) lives in the cache."""
+    override = os.environ.get("EVOALIGN_GUARDED_PATH")
+    return Path(override) if override else cache_dir() / "models" / "SmolLM2-135M-Instruct-guarded"
+
+
+def built_guarded_path() -> str:
+    """The learnt over-refusing base's folder; a ModelError with the command that builds it when it is missing."""
+    path = guarded_path()
+    if not (path / "config.json").is_file():
+        raise ModelError(f"the smollm2-guarded model is not built yet ({path}); build it once with: {GUARDED_RECIPE}")
+    return str(path)
