@@ -1,11 +1,17 @@
-"""False-refusal direction ablation (Wang et al., ICLR 2025): a training-free weight edit, chosen on validation.
+"""Training-free refusal edits, chosen on validation (evoalign/steer/pipeline.py):
+
+- `method: ablation`: false-refusal direction ablation (Wang et al., ICLR 2025), saved as a weight edit, an ordinary
+  model folder (`hf:<output_dir>`);
+- `method: probe`: probe-conditioned steering (SCANS-style), saved as `steering.safetensors`, used as
+  `{spec: <the model>, steering: <output_dir>/steering.safetensors}`.
 
     python recipes/ablate.py --config recipes/smollm2-135m-instruct/ablate/config_refusal_prone.yaml
+    python recipes/ablate.py --config recipes/smollm2-135m-instruct/ablate/config_refusal_prone.yaml --method probe \
+        --output_dir runs/probe-smollm2-refusal-prone
     python recipes/ablate.py --config recipes/llama-3.1-8b-instruct/ablate/config.yaml
 
-Writes an ordinary model folder (load it as `hf:<output_dir>`) and `ablation.json`: the validation rates of the
-unedited model and of every candidate (layer, position, orthogonalisation strength), and the one the rule chose.
-A rerun resumes from the candidates already measured.
+`ablation.json` holds the validation rates of the unedited model and of every candidate, and the one the rule chose.
+A rerun resumes from the validation runs already done.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         print(f"no candidate met the rule ({report['rule']}); nothing saved")
     else:
+        knobs = ", ".join(f"{k} {v}" for k, v in chosen.items() if not k.endswith("refusal") and k != "steered")
+        saved = f"{config.output_dir}/steering.safetensors" if report["method"] == "probe" else config.output_dir
         print(
-            f"chosen: layer {chosen['layer']}, position {chosen['position']}, strength {chosen['strength']}: benign "
-            f"{chosen['benign_refusal']:.1f}%, harmful {chosen['harmful_refusal']:.1f}% -> {config.output_dir}"
+            f"chosen: {knobs}: benign {chosen['benign_refusal']:.1f}%, harmful {chosen['harmful_refusal']:.1f}% "
+            f"(validation) -> {saved}"
         )
     return 0
 

@@ -14,10 +14,11 @@ from evoalign.config import config_from_dict
 from evoalign.errors import ConfigError, DataError, run_main
 from evoalign.eval.cli import main as eval_main
 from evoalign.models import load_model
+from evoalign.models.steering import ablation_hooks, prompt_activations, residual_writers
 from evoalign.prompts import with_condition
-from evoalign.steer.ablation import ablate_weights, ablation_hooks, residual_writers
+from evoalign.steer.ablation import ablate_weights
 from evoalign.steer.config import AblationConfig
-from evoalign.steer.directions import mean_difference, partially_orthogonalise, prompt_activations
+from evoalign.steer.directions import mean_difference, partially_orthogonalise
 from evoalign.steer.pipeline import Rates, choose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,7 @@ def test_the_recipe_measures_every_candidate_saves_the_chosen_edit_and_resumes(
     report = json.loads((out / "ablation.json").read_text())
     assert [(c["layer"], c["strength"]) for c in report["candidates"]] == [(0, 1.0), (0, 0.0), (1, 1.0), (1, 0.0)]
     assert report["chosen"]["layer"] == 1 and report["sizes"]["validation_benign"] == 1
-    assert "chosen: layer 1" in capsys.readouterr().out
+    assert "chosen: layer 1, position -1, strength 0.0" in capsys.readouterr().out
     assert load_model(f"hf:{out}").hf_model.config.tie_word_embeddings is False
     (out / "ablation.json").unlink()
     candidates = (out / "candidates.jsonl").read_text()
@@ -211,3 +212,55 @@ def test_shipped_ablation_configs_parse(path):
     config = config_from_dict(AblationConfig, yaml.safe_load(path.read_text()), str(path))
 
     assert config.validation_harmful and config.layers and config.max_harmful_drop == 5.0
+
+
+def _split_probe(chat_model, prompts, layer=1):
+    """A probe that finds prompts[0] harmful and prompts[1] harmless (P = 0.5 halfway between them)."""
+    ids = chat_model.prompt_ids(with_condition(prompts, "default"))
+    acts = prompt_activations(chat_model.hf_model, chat_model.hf_tokenizer, ids, [-1])[layer, 0]
+    weight = acts[0] - acts[1]
+    return weight, float(-(acts[0] + acts[1]) @ weight / 2)
+
+
+def test_probe_steering_ablates_only_what_the_probe_finds_harmless(tiny_model_dir, tmp_path):
+    from evoalign.models.base import SamplingParams
+    from evoalign.models.steering import Steering
+
+    plain = load_model(f"hf:{tiny_model_dir}")
+    weight, bias = _split_probe(plain, PROMPTS[:2])
+    direction = torch.randn(plain.hf_model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    path = tmp_path / "steering.safetensors"
+    Steering(weight, bias, 1, -1, 0.5, direction).save(path)
+    steered = load_model({"spec": f"hf:{tiny_model_dir}", "steering": str(path)})
+    conversations, params = with_condition(PROMPTS[:2], "default"), SamplingParams(max_new_tokens=6)
+
+    assert steered.steered(conversations) == [False, True]
+    answers = [s[0].text for s in steered.generate(conversations, params)]
+    with ablation_hooks(plain.hf_model, direction):
+        ablated = plain.generate(conversations[1:], params)[0][0].text
+    assert answers == [plain.generate(conversations[:1], params)[0][0].text, ablated]
+    assert steered.identity != plain.identity and "steering=" in steered.identity
+    reloaded = Steering.load(path)
+    assert torch.equal(reloaded.probe_weight, weight) and torch.equal(reloaded.direction, direction)
+    assert (reloaded.probe_bias, reloaded.layer, reloaded.threshold) == (bias, 1, 0.5)
+    with pytest.raises(Exception, match="steering file not found"):
+        load_model({"spec": f"hf:{tiny_model_dir}", "steering": str(tmp_path / "none.safetensors")})
+
+
+def test_the_probe_method_fits_probes_and_saves_a_steering_file(tiny_model_dir, tmp_path, monkeypatch):
+    from recipes_support import load_recipe
+
+    import evoalign.steer.pipeline as pipeline
+
+    config = _config(tmp_path, model=f"hf:{tiny_model_dir}", method="probe", probe_layers=[1], thresholds=[0.5])
+    (tmp_path / "probe.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(pipeline, "choose", lambda base, rows, margin: rows[-1])
+
+    assert run_main(load_recipe("ablate")["main"], ["--config", str(tmp_path / "probe.yaml")]) == 0
+
+    report = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert [(c["layer"], c["probe_layer"], c["threshold"]) for c in report["candidates"]] == [(0, 1, 0.5), (1, 1, 0.5)]
+    runs = [json.loads(line)["run"] for line in (tmp_path / "out" / "candidates.jsonl").read_text().splitlines()]
+    assert runs == ["base", "refusal ablated layer 0 pos -1", "refusal ablated layer 1 pos -1"]
+    model = load_model({"spec": f"hf:{tiny_model_dir}", "steering": str(tmp_path / "out" / "steering.safetensors")})
+    assert model.steering.layer == 1 and model.steering.threshold == 0.5

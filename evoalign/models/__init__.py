@@ -4,7 +4,8 @@ A model is named by a spec string, optionally with options in a mapping (YAML-fr
 
 - `smollm2`: the bundled SmolLM2-135M-Instruct (see `evoalign.models.bundled`); `smollm2-guarded`: the learnt
   over-refusing base built from it by `recipes/guarded_base.py` (loads once built);
-- `hf:<hub id | local dir | file.gguf>`: transformers backend (options: adapter, batch_size, dtype, device, ...);
+- `hf:<hub id | local dir | file.gguf>`: transformers backend (options: adapter, batch_size, dtype, device,
+  steering: a probe-conditioned steering file, see `evoalign.models.steering`, ...);
 - `openai:<model>` or `openai:<model>@<base_url>`: OpenAI or any OpenAI-compatible server
   (options: api_key_env, max_concurrency, timeout, max_retries).
 
@@ -60,6 +61,7 @@ _HF_OPTIONS = {
     "min_shared_prefix",
     "trust_remote_code",
     "revision",
+    "steering",
 }
 _OPENAI_OPTIONS = {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_base", "backoff_max"}
 # option -> (type, lowest allowed value or None): checked before any model is built
@@ -69,6 +71,7 @@ _OPTION_TYPES: dict[str, tuple[type | tuple[type, ...], float | None]] = {
     "device": (str, None),
     "dtype": (str, None),
     "revision": (str, None),
+    "steering": (str, None),
     "trust_remote_code": (bool, None),
     "batch_size": (int, 1),
     "min_shared_prefix": (int, 0),
@@ -89,7 +92,7 @@ def _check_option(spec: str, name: str, value: Any) -> None:
         return
     kind, lowest = _OPTION_TYPES[name]
     wrong_type = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
-    if value is None and name in ("adapter", "gguf_file", "revision"):
+    if value is None and name in ("adapter", "gguf_file", "revision", "steering"):
         return
     if wrong_type:
         expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
@@ -152,6 +155,7 @@ def spec_string(spec: str | Mapping[str, Any]) -> str:
 def load_model(spec: str | Mapping[str, Any], *, cache: str | Path | None = None) -> ChatModel:
     """Build the ChatModel a spec names; wrap it in the response cache when `cache` is a path."""
     backend, target, options = parse_spec(spec)
+    steering = options.pop("steering", None)
     model: ChatModel
     if backend in BUNDLED:
         from evoalign.models.hf import HFChatModel
@@ -166,6 +170,10 @@ def load_model(spec: str | Mapping[str, Any], *, cache: str | Path | None = None
 
         model_name, _, base_url = target.partition("@")
         model = OpenAIChatModel(model_name, base_url=base_url or None, **options)
+    if steering is not None:
+        from evoalign.models.steering import SteeredChatModel
+
+        model = SteeredChatModel(model, steering)
     if cache is not None:
         from evoalign.models.cache import CachedChatModel
 
@@ -186,6 +194,8 @@ def check_model(spec: str | Mapping[str, Any]) -> None:
             raise ModelError(f"model path not found: {target}")
         if options.get("adapter") and not Path(options["adapter"]).expanduser().exists():
             raise ModelError(f"adapter path not found: {options['adapter']}")
+    if backend != "openai" and options.get("steering") and not Path(options["steering"]).expanduser().is_file():
+        raise ModelError(f"steering file not found: {options['steering']}")
     elif backend == "openai":
         model = load_model(spec)
         try:

@@ -1,4 +1,4 @@
-"""The configuration of `recipes/ablate.py`: prompt sets, the candidate grid, the validation rule."""
+"""The configuration of `recipes/ablate.py`: prompt sets, the method and its candidate grid, the validation rule."""
 
 from __future__ import annotations
 
@@ -57,6 +57,21 @@ class AblationConfig:
         default_factory=lambda: [1.0, 0.5, 0.0],
         metadata={"help": "Candidate partial-orthogonalisation strengths (1: fully orthogonal to true refusal)."},
     )
+    method: str = field(
+        default="ablation",
+        metadata={
+            "help": "ablation: the false-refusal direction removed for every request (a weight edit); probe: "
+            "the refusal direction removed only where a harmfulness probe finds the request harmless.",
+            "choices": ["ablation", "probe"],
+        },
+    )
+    probe_layers: list[int] = field(
+        default_factory=list, metadata={"help": "Probe method: candidate probe layers; empty: the same as 'layers'."}
+    )
+    thresholds: list[float] = field(
+        default_factory=lambda: [0.3, 0.5, 0.7],
+        metadata={"help": "Probe method: candidate thresholds; requests with P(harmful) below one are steered."},
+    )
     max_harmful_drop: float = field(
         default=5.0,
         metadata={
@@ -102,7 +117,11 @@ class AblationConfig:
             )
         if not self.strengths or any(not 0 <= s <= 1 for s in self.strengths):
             raise ConfigError(f"{where}: 'strengths' are in [0, 1], got {self.strengths}")
-        if any(layer < 0 for layer in self.layers):
+        if self.method not in ("ablation", "probe"):
+            raise ConfigError(f"{where}: 'method' is ablation or probe, got {self.method!r}")
+        if not self.thresholds or any(not 0 < t < 1 for t in self.thresholds):
+            raise ConfigError(f"{where}: 'thresholds' are in (0, 1), got {self.thresholds}")
+        if any(layer < 0 for layer in self.layers + self.probe_layers):
             raise ConfigError(f"{where}: 'layers' are >= 0, got {self.layers}")
         if self.max_harmful_drop < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError(f"{where}: 'max_harmful_drop' >= 0, 'max_new_tokens' and 'batch_size' >= 1")

@@ -1,18 +1,22 @@
-"""The ablation recipe: fit directions on training prompts, choose a candidate on validation, save the edit.
+"""The steer recipe: fit directions (and a probe) on training prompts, choose on validation, save the edit.
 
 1. Activations of the harmful, harmless and pseudo-harmful training prompts (behind the run's prompt condition)
    give the true-refusal direction r = harmful - harmless and the false-refusal direction v = pseudo - harmless
    at every layer and candidate position.
-2. Every candidate (layer, position, strength) ablates v partially orthogonalised against r, with hooks, and
-   answers the validation prompts (greedy); the judge's refusal rates on the benign and harmful validation sets
-   are its point on the trade-off curve (`candidates.jsonl`, one row each, so an interrupted run resumes).
-3. The rule, fixed before any run: a candidate qualifies when its harmful refusal is at most `max_harmful_drop`
-   points below the unedited model's; the qualifying candidate with the lowest benign refusal wins (ties: the
-   stronger orthogonalisation, then the grid order). If none qualifies or none refuses fewer benign prompts than
-   the base, nothing is saved and the report says so.
-4. The winner is folded into the weights and saved with the tokenizer as an ordinary model folder
-   (`hf:<output_dir>`), next to `ablation.json` (the choice, the base's and every candidate's validation rates),
-   `directions.safetensors` and `run_info.json`.
+2. `method: ablation` (Wang et al. 2025): every candidate (layer, position, strength) ablates v partially
+   orthogonalised against r everywhere, with hooks, and answers the validation prompts (greedy).
+   `method: probe` (SCANS-style): a logistic probe per layer separates harmful from harmless and pseudo-harmful
+   training prompts; a candidate (direction layer, position, probe layer, threshold) ablates r only for the
+   requests whose probe P(harmful) is below the threshold. Each answer is either the unedited model's or the one
+   with r ablated, so one validation run per direction layer gives every probe candidate's answers.
+   Every run's per-prompt refusal labels (the judge's) go to `candidates.jsonl`, so an interrupted run resumes.
+3. The rule, fixed before any run: a candidate qualifies when its validation harmful refusal is at most
+   `max_harmful_drop` points below the unedited model's; the qualifying candidate with the lowest benign refusal
+   wins (ties: the larger strength or threshold, then the grid order). If none qualifies or none refuses fewer
+   benign prompts than the base, nothing is saved and the report says so.
+4. Ablation: the winner is folded into the weights and saved with the tokenizer as an ordinary model folder
+   (`hf:<output_dir>`). Probe: `steering.safetensors`, used as `{spec: <model>, steering: <file>}`. Next to it:
+   `ablation.json` (the base's and every candidate's validation rates, the choice) and `run_info.json`.
 """
 
 from __future__ import annotations
@@ -33,15 +37,17 @@ from evoalign.judges.loading import load_judge
 from evoalign.models import load_model
 from evoalign.models.base import SamplingParams
 from evoalign.models.pool import ModelPool
+from evoalign.models.steering import Steering, ablation_hooks, prompt_activations
 from evoalign.prompts import with_condition
 from evoalign.runinfo import write_run_info
-from evoalign.steer.ablation import ablate_weights, ablation_hooks
+from evoalign.steer.ablation import ablate_weights
 from evoalign.steer.config import FIT_SETS, VALIDATION_SETS, AblationConfig
-from evoalign.steer.directions import mean_difference, partially_orthogonalise, prompt_activations
+from evoalign.steer.directions import fit_probe, mean_difference, partially_orthogonalise
 
 logger = logging.getLogger("evoalign.steer")
 REPORT = "ablation.json"
 CANDIDATES = "candidates.jsonl"
+STEERING = "steering.safetensors"
 
 
 @dataclass
@@ -52,12 +58,17 @@ class Rates:
     harmful: float
 
 
+def _percent(flags: list[bool]) -> float:
+    return 100.0 * sum(flags) / len(flags)
+
+
 def choose(base: Rates, candidates: list[dict[str, Any]], max_harmful_drop: float) -> dict[str, Any] | None:
     """The candidate the pre-written rule picks (see the module docstring), or None."""
     qualifying = [c for c in candidates if c["harmful_refusal"] >= base.harmful - max_harmful_drop]
     if not qualifying:
         return None
-    best = min(qualifying, key=lambda c: (c["benign_refusal"], -c["strength"], candidates.index(c)))
+    knob = lambda c: c.get("strength", c.get("threshold", 0.0))  # noqa: E731
+    best = min(qualifying, key=lambda c: (c["benign_refusal"], -knob(c), candidates.index(c)))
     return best if best["benign_refusal"] < base.benign else None
 
 
@@ -78,128 +89,209 @@ def load_prompt_sets(config: AblationConfig) -> dict[str, list[str]]:
 
 
 def _fingerprint(config: AblationConfig, sets: dict[str, list[str]]) -> str:
-    """What a candidate row's figures depend on; rows with another fingerprint are not reused on resume."""
-    keys = {
-        k: v for k, v in config_to_dict(config).items() if k not in ("output_dir", "layers", "positions", "strengths")
-    }
+    """What a run's labels depend on; labels with another fingerprint are not reused on resume."""
+    grid = ("output_dir", "method", "layers", "positions", "strengths", "probe_layers", "thresholds")
+    keys = {k: v for k, v in config_to_dict(config).items() if k not in grid}
     return hashlib.sha256(json.dumps([keys, sets], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Validator:
-    """Answers the validation prompts with the model as it is (hooks included) and judges the answers."""
+    """Answers the validation prompts with the model as it is (hooks included); judges them; resumes from disk."""
 
     def __init__(self, chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig) -> None:
         self.chat_model, self.judge, self.config = chat_model, judge, config
         self.prompts = {"benign": sets["validation_benign"], "harmful": sets["validation_harmful"]}
+        self.path = Path(config.output_dir) / CANDIDATES
+        self.fingerprint = _fingerprint(config, sets)
+        rows = read_jsonl(self.path) if self.path.is_file() else []
+        self.done = {row["run"]: row for row in rows if row["fingerprint"] == self.fingerprint}
 
-    def rates(self, desc: str) -> Rates:
+    def refusals(self, run: str, direction: Any = None) -> dict[str, list[bool]]:
+        """Per-prompt refusal flags, by kind, of the model with `direction` ablated (None: unedited)."""
+        if run in self.done:
+            return {kind: self.done[run][kind] for kind in self.prompts}
         params = SamplingParams(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
         found = {}
         for kind, prompts in self.prompts.items():
-            answers = self.chat_model.generate(
-                with_condition(prompts, self.config.condition), params, desc=f"{desc} {kind}"
-            )
+            conversations = with_condition(prompts, self.config.condition)
+            if direction is None:
+                answers = self.chat_model.generate(conversations, params, desc=f"{run} {kind}")
+            else:
+                with ablation_hooks(self.chat_model.hf_model, direction):
+                    answers = self.chat_model.generate(conversations, params, desc=f"{run} {kind}")
             labels = self.judge.classify([{"prompt": p, "response": a[0].text} for p, a in zip(prompts, answers)])
-            found[kind] = 100.0 * sum(is_refusing(label["label"]) for label in labels) / len(prompts)
-        return Rates(**found)
+            found[kind] = [is_refusing(label["label"]) for label in labels]
+        row = {"run": run, **found, "fingerprint": self.fingerprint}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.done[run] = row
+        return found
 
 
-def fit_directions(chat_model: Any, sets: dict[str, list[str]], config: AblationConfig) -> tuple[Any, Any]:
-    """(true-refusal, false-refusal) directions, each [layers + 1, positions, hidden]."""
-    model, tokenizer = chat_model.hf_model, chat_model.hf_tokenizer
-    means = {}
-    for name in FIT_SETS:
+def activations_by_set(chat_model: Any, sets: dict[str, list[str]], names: tuple[str, ...], config: AblationConfig):
+    """{set name: activations [layers + 1, positions, prompts, hidden]} behind the run's condition."""
+    found = {}
+    for name in names:
         ids = chat_model.prompt_ids(with_condition(sets[name], config.condition))
-        means[name] = prompt_activations(model, tokenizer, ids, config.positions, batch_size=config.batch_size)
-    true_refusal = mean_difference(means["harmful"], means["harmless"])
-    false_refusal = mean_difference(means["pseudo_harmful"], means["harmless"])
-    return true_refusal, false_refusal
+        found[name] = prompt_activations(
+            chat_model.hf_model, chat_model.hf_tokenizer, ids, config.positions, batch_size=config.batch_size
+        )
+    return found
 
 
-def candidate_grid(config: AblationConfig, block_count: int) -> list[tuple[int, int, float]]:
-    """(layer, position, strength) candidates; layer l is the residual stream entering block l."""
-    layers = config.layers or list(range(1, block_count))
+def check_layers(layers: list[int], block_count: int) -> list[int]:
+    """`layers` (default: 1 to the last block); a DataError for a layer the model does not have."""
+    layers = layers or list(range(1, block_count))
     too_deep = [layer for layer in layers if layer >= block_count]
     if too_deep:
         raise DataError(f"layer {too_deep[0]} does not exist: the model has blocks 0 to {block_count - 1}")
-    return [
-        (layer, position, strength)
-        for layer in layers
-        for position in config.positions
-        for strength in config.strengths
-    ]
+    return layers
+
+
+def _ablation_candidates(validator: Validator, directions: dict[str, Any], config: AblationConfig, blocks: int):
+    rows = []
+    for layer in check_layers(config.layers, blocks):
+        for index, position in enumerate(config.positions):
+            for strength in config.strengths:
+                run = f"ablation layer {layer} pos {position} strength {strength}"
+                direction = partially_orthogonalise(
+                    directions["false"][layer, index], directions["true"][layer, index], strength
+                )
+                flags = validator.refusals(run, direction)
+                rows.append(
+                    {
+                        "layer": layer,
+                        "position": position,
+                        "strength": strength,
+                        "benign_refusal": _percent(flags["benign"]),
+                        "harmful_refusal": _percent(flags["harmful"]),
+                    }
+                )
+    return rows
+
+
+def _probe_candidates(validator, directions, probes, validation_acts, base_flags, config, blocks):
+    rows = []
+    for layer in check_layers(config.layers, blocks):
+        for index, position in enumerate(config.positions):
+            ablated = validator.refusals(
+                f"refusal ablated layer {layer} pos {position}", directions["true"][layer, index]
+            )
+            for probe_layer in check_layers(config.probe_layers, blocks):
+                probe = probes[(probe_layer, index)]
+                for threshold in config.thresholds:
+                    flags = {}
+                    for kind in ("benign", "harmful"):
+                        steer = (
+                            probe.harmful_probability(validation_acts[kind][probe_layer, index]) < threshold
+                        ).tolist()
+                        flags[kind] = [a if s else b for a, b, s in zip(ablated[kind], base_flags[kind], steer)]
+                    rows.append(
+                        {
+                            "layer": layer,
+                            "position": position,
+                            "probe_layer": probe_layer,
+                            "threshold": threshold,
+                            "benign_refusal": _percent(flags["benign"]),
+                            "harmful_refusal": _percent(flags["harmful"]),
+                            "steered": {
+                                k: round(
+                                    _percent(
+                                        [
+                                            p < threshold
+                                            for p in probe.harmful_probability(
+                                                validation_acts[k][probe_layer, index]
+                                            ).tolist()
+                                        ]
+                                    ),
+                                    1,
+                                )
+                                for k in ("benign", "harmful")
+                            },
+                        }
+                    )
+    return rows
 
 
 def run_ablation(config: AblationConfig) -> dict[str, Any]:
     """Run the recipe (module docstring); returns the report written to `ablation.json`."""
-    import torch
-    from safetensors.torch import save_file
-
     out = Path(config.output_dir)
     if (out / REPORT).is_file():
         logger.info("%s already done", out)
         return json.loads((out / REPORT).read_text(encoding="utf-8"))
     sets = load_prompt_sets(config)
-    fingerprint = _fingerprint(config, sets)
     model_spec = config.model if isinstance(config.model, dict) else {"spec": config.model}
     chat_model = load_model({**model_spec, "dtype": config.dtype, "batch_size": config.batch_size})
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(out, config_to_dict(config), "steer")
+    fit = activations_by_set(chat_model, sets, FIT_SETS, config)
+    directions = {
+        "true": mean_difference(fit["harmful"], fit["harmless"]),
+        "false": mean_difference(fit["pseudo_harmful"], fit["harmless"]),
+    }
+    blocks = directions["true"].shape[0] - 1
     with ModelPool() as pool:
         validator = Validator(chat_model, load_judge(config.judge, pool), sets, config)
-        true_refusal, false_refusal = fit_directions(chat_model, sets, config)
-        grid = candidate_grid(config, true_refusal.shape[0] - 1)
-        done = {
-            (row["layer"], row["position"], row["strength"]): row
-            for row in (read_jsonl(out / CANDIDATES) if (out / CANDIDATES).is_file() else [])
-            if row["fingerprint"] == fingerprint
-        }
-        base = validator.rates("base")
-        rows = []
-        for layer, position, strength in grid:
-            row = done.get((layer, position, strength))
-            if row is None:
-                index = config.positions.index(position)
-                direction = partially_orthogonalise(false_refusal[layer, index], true_refusal[layer, index], strength)
-                with ablation_hooks(chat_model.hf_model, direction):
-                    rates = validator.rates(f"layer {layer} pos {position} strength {strength}")
-                row = {
-                    "layer": layer,
-                    "position": position,
-                    "strength": strength,
-                    "benign_refusal": rates.benign,
-                    "harmful_refusal": rates.harmful,
-                    "fingerprint": fingerprint,
-                }
-                with (out / CANDIDATES).open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
-            rows.append(row)
-            logger.info("candidate %s", row)
+        base_flags = validator.refusals("base")
+        if config.method == "ablation":
+            rows = _ablation_candidates(validator, directions, config, blocks)
+        else:
+            probes = _fit_probes(fit, config, blocks)
+            validation_acts = activations_by_set(
+                chat_model,
+                {"benign": sets["validation_benign"], "harmful": sets["validation_harmful"]},
+                ("benign", "harmful"),
+                config,
+            )
+            rows = _probe_candidates(validator, directions, probes, validation_acts, base_flags, config, blocks)
+    base = Rates(_percent(base_flags["benign"]), _percent(base_flags["harmful"]))
     chosen = choose(base, rows, config.max_harmful_drop)
     report = {
         "model": config.model,
         "condition": config.condition,
+        "method": config.method,
         "rule": f"lowest validation benign refusal with harmful refusal >= base - {config.max_harmful_drop} points",
         "sizes": {name: len(prompts) for name, prompts in sets.items()},
         "base": {"benign_refusal": base.benign, "harmful_refusal": base.harmful},
-        "candidates": [{k: v for k, v in row.items() if k != "fingerprint"} for row in rows],
-        "chosen": None if chosen is None else {k: v for k, v in chosen.items() if k != "fingerprint"},
+        "candidates": rows,
+        "chosen": chosen,
     }
     if chosen is not None:
-        index = config.positions.index(chosen["position"])
+        _save(chat_model, chosen, directions, probes if config.method == "probe" else None, config, out)
+    atomic_write_json(out / REPORT, report)
+    return report
+
+
+def _fit_probes(fit: dict[str, Any], config: AblationConfig, blocks: int) -> dict[tuple[int, int], Steering]:
+    """A probe per (probe layer, position): harmful (1) against harmless and pseudo-harmful (0) training prompts."""
+    import torch
+
+    probes = {}
+    for layer in check_layers(config.probe_layers, blocks):
+        for index, position in enumerate(config.positions):
+            features = torch.cat([fit[name][layer, index] for name in FIT_SETS])
+            labels = [1] * fit["harmful"].shape[2] + [0] * (fit["harmless"].shape[2] + fit["pseudo_harmful"].shape[2])
+            weight, bias = fit_probe(features, labels, seed=config.seed)
+            probes[(layer, index)] = Steering(weight, bias, layer, position, 0.5, torch.zeros_like(weight))
+    return probes
+
+
+def _save(chat_model, chosen, directions, probes, config: AblationConfig, out: Path) -> None:
+    index = config.positions.index(chosen["position"])
+    if probes is None:
         direction = partially_orthogonalise(
-            false_refusal[chosen["layer"], index], true_refusal[chosen["layer"], index], chosen["strength"]
+            directions["false"][chosen["layer"], index], directions["true"][chosen["layer"], index], chosen["strength"]
         )
         ablate_weights(chat_model.hf_model, direction)
         chat_model.hf_model.save_pretrained(out)
         chat_model.hf_tokenizer.save_pretrained(out)
-        save_file(
-            {
-                "true_refusal": true_refusal.contiguous(),
-                "false_refusal": false_refusal.contiguous(),
-                "ablated": direction.contiguous().to(torch.float32),
-            },
-            str(out / "directions.safetensors"),
-        )
-    atomic_write_json(out / REPORT, report)
-    return report
+        return
+    probe = probes[(chosen["probe_layer"], index)]
+    Steering(
+        probe.probe_weight,
+        probe.probe_bias,
+        probe.layer,
+        probe.position,
+        chosen["threshold"],
+        directions["true"][chosen["layer"], index],
+    ).save(out / STEERING)
