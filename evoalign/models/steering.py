@@ -96,9 +96,12 @@ def prompt_activations(
             width = max(len(row) for row in rows)
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-            states = torch.stack(out.hidden_states)  # [layers + 1, batch, width, hidden], left-padded
-            chunks.append(states[:, :, list(positions), :].permute(0, 2, 1, 3).float().cpu())
+            # logits for the last position only: the full batch x width x vocabulary logits are gigabytes
+            out = model(
+                input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False, logits_to_keep=1
+            )
+            states = torch.stack([h[:, list(positions), :] for h in out.hidden_states])  # left-padded rows
+            chunks.append(states.permute(0, 2, 1, 3).float().cpu())
             bar.update(len(rows))
     return torch.cat(chunks, dim=2)
 

@@ -104,7 +104,7 @@ class Validator:
         self.path = Path(config.output_dir) / CANDIDATES
         self.fingerprint = _fingerprint(config, sets)
         rows = read_jsonl(self.path) if self.path.is_file() else []
-        self.done = {row["run"]: row for row in rows if row["fingerprint"] == self.fingerprint}
+        self.done = {row["run"]: row for row in rows if row.get("fingerprint") == self.fingerprint and "run" in row}
 
     def refusals(self, run: str, direction: Any = None) -> dict[str, list[bool]]:
         """Per-prompt refusal flags, by kind, of the model with `direction` ablated (None: unedited)."""
