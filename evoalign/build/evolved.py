@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from evoalign.build.examples import WANTED_REJECTED, Example
-from evoalign.build.responses import final_text
 from evoalign.errors import DataError
 from evoalign.io import iter_records
 from evoalign.labels import BENIGN, HARMFUL, SAFETY
 from evoalign.records import EvolvedRow
+from evoalign.text import final_text
 
 
 def _responses(row: EvolvedRow) -> list[tuple[str, str | None]]:
