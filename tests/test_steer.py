@@ -264,3 +264,12 @@ def test_the_probe_method_fits_probes_and_saves_a_steering_file(tiny_model_dir, 
     assert runs == ["base", "refusal ablated layer 0 pos -1", "refusal ablated layer 1 pos -1"]
     model = load_model({"spec": f"hf:{tiny_model_dir}", "steering": str(tmp_path / "out" / "steering.safetensors")})
     assert model.steering.layer == 1 and model.steering.threshold == 0.5
+
+
+def test_a_layer_the_model_lacks_stops_the_run_before_any_fitting(tiny_model_dir, tmp_path):
+    from evoalign.steer.pipeline import run_ablation
+
+    config = config_from_dict(AblationConfig, _config(tmp_path, model=f"hf:{tiny_model_dir}", layers=[5]), "a.yaml")
+    with pytest.raises(DataError, match="layer 5 does not exist: the model has blocks 0 to 1"):
+        run_ablation(config)
+    assert not (tmp_path / "out").exists()

@@ -180,12 +180,12 @@ def _probe_candidates(validator, directions, probes, validation_acts, base_flags
             for probe_layer in check_layers(config.probe_layers, blocks):
                 probe = probes[(probe_layer, index)]
                 for threshold in config.thresholds:
-                    flags = {}
+                    flags, steered = {}, {}
                     for kind in ("benign", "harmful"):
-                        steer = (
-                            probe.harmful_probability(validation_acts[kind][probe_layer, index]) < threshold
-                        ).tolist()
+                        probability = probe.harmful_probability(validation_acts[kind][probe_layer, index])
+                        steer = (probability < threshold).tolist()
                         flags[kind] = [a if s else b for a, b, s in zip(ablated[kind], base_flags[kind], steer)]
+                        steered[kind] = round(_percent(steer), 1)
                     rows.append(
                         {
                             "layer": layer,
@@ -194,20 +194,7 @@ def _probe_candidates(validator, directions, probes, validation_acts, base_flags
                             "threshold": threshold,
                             "benign_refusal": _percent(flags["benign"]),
                             "harmful_refusal": _percent(flags["harmful"]),
-                            "steered": {
-                                k: round(
-                                    _percent(
-                                        [
-                                            p < threshold
-                                            for p in probe.harmful_probability(
-                                                validation_acts[k][probe_layer, index]
-                                            ).tolist()
-                                        ]
-                                    ),
-                                    1,
-                                )
-                                for k in ("benign", "harmful")
-                            },
+                            "steered": steered,
                         }
                     )
     return rows
@@ -222,6 +209,9 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     sets = load_prompt_sets(config)
     model_spec = config.model if isinstance(config.model, dict) else {"spec": config.model}
     chat_model = load_model({**model_spec, "dtype": config.dtype, "batch_size": config.batch_size})
+    blocks = chat_model.hf_model.config.num_hidden_layers
+    for layers in (config.layers, config.probe_layers):  # before minutes of fitting
+        check_layers(layers, blocks)
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(out, config_to_dict(config), "steer")
     fit = activations_by_set(chat_model, sets, FIT_SETS, config)
@@ -229,7 +219,6 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         "true": mean_difference(fit["harmful"], fit["harmless"]),
         "false": mean_difference(fit["pseudo_harmful"], fit["harmless"]),
     }
-    blocks = directions["true"].shape[0] - 1
     with ModelPool() as pool:
         validator = Validator(chat_model, load_judge(config.judge, pool), sets, config)
         base_flags = validator.refusals("base")
