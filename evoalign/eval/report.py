@@ -1,5 +1,9 @@
 """Reports from the eval stage's `report.json`: a markdown summary and the trade-off plot, rendered from JSON only.
 
+`report.md` holds the held-out summary ("## Summary"), the validation sets' summary apart ("## Validation", when
+the config names validation benchmarks), the capability guard ("## Capability guard"), then per-benchmark and
+per-category tables.
+
 `render(report, out_dir)` needs no model and no benchmark files, so `evoalign eval --render report.json`
 re-renders a finished (or copied) report without regenerating anything.
 """
@@ -64,10 +68,10 @@ def _cell(metrics: dict[str, Any] | None) -> str:
     return text + (f" · {unknown} unknown" if unknown else "")
 
 
-def _summary_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
+def _summary_rows(runs: Sequence[dict[str, Any]], key: str) -> list[list[str]]:
     rows = []
     for run in runs:
-        summary = run["summary"]
+        summary = run[key]
         benign, harmful = summary["over_refusal"], summary["harmful_refusal"]
         rows.append(
             [
@@ -84,18 +88,24 @@ def _summary_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _title(report: dict[str, Any], name: str) -> str:
+    """A benchmark's title, marked when it is a validation set."""
+    title = report["benchmarks"][name]["title"]
+    return f"{title} (validation)" if name in report.get("validation_benchmarks", ()) else title
+
+
 def _benchmark_section(report: dict[str, Any], kind: str, heading: str) -> list[str]:
     names = [name for name, info in report["benchmarks"].items() if info["kind"] == kind]
     if not names:
         return []
     runs = report["runs"]
     rows = [
-        [report["benchmarks"][name]["title"], str(report["benchmarks"][name]["n"])]
+        [_title(report, name), str(report["benchmarks"][name]["n"])]
         + [_cell(run["metrics"].get(name)) for run in runs]
         for name in names
     ]
     logprob_rows = [
-        [report["benchmarks"][name]["title"]]
+        [_title(report, name)]
         + [_logprob(run["metrics"][name]["mean_logprob"]) if name in run["metrics"] else "–" for run in runs]
         for name in names
     ]
@@ -124,7 +134,7 @@ def _category_sections(report: dict[str, Any]) -> list[str]:
             size = next((c["n"] for c in cells if c), 0)
             rows.append([category, str(size), *map(_cell, cells)])
         lines += [
-            f"### {info['title']} ({info['kind']})",
+            f"### {_title(report, name)} ({info['kind']})",
             "",
             *_table(["category", "n", *map(run_label, runs)], rows),
             "",
@@ -132,8 +142,9 @@ def _category_sections(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary_table(report: dict[str, Any]) -> str:
-    """The pooled summary, one row per model and condition (also printed by `evoalign eval`)."""
+def summary_table(report: dict[str, Any], key: str = "summary") -> str:
+    """The pooled summary of the held-out sets (`key` "validation": of the validation sets), one row per model and
+    condition (the held-out one is also printed by `evoalign eval`)."""
     header = [
         "model",
         "condition",
@@ -144,7 +155,7 @@ def summary_table(report: dict[str, Any]) -> str:
         "mean log-prob",
         "unknown",
     ]
-    return "\n".join(_table(header, _summary_rows(report["runs"])))
+    return "\n".join(_table(header, _summary_rows(report["runs"], key)))
 
 
 def prr_note(report: dict[str, Any]) -> str:
@@ -177,6 +188,73 @@ def overlap_section(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def summary_sections(report: dict[str, Any]) -> list[str]:
+    """The held-out summary and, when the report names validation sets, their summary in a table of its own."""
+    lines = ["## Summary (pooled over the sets of each kind)", ""]
+    validation = report.get("validation_benchmarks")
+    if not validation:
+        return [*lines, summary_table(report), ""]
+    titles = ", ".join(report["benchmarks"][name]["title"] for name in validation)
+    return [
+        *lines,
+        f"Held-out sets only; the validation sets ({titles}) are pooled apart under Validation.",
+        "",
+        summary_table(report),
+        "",
+        "## Validation (pooled over the validation sets of each kind: for choosing, not for reporting)",
+        "",
+        summary_table(report, "validation"),
+        "",
+    ]
+
+
+def _change(value: float | None, base: float | None, scale: float, digits: int, unit: str) -> str:
+    """` (Δ +x)`: the change from the base run's figure; nothing when either is missing."""
+    if value is None or base is None:
+        return ""
+    return f" (Δ {scale * (value - base):+.{digits}f}{unit})"
+
+
+def _capability_row(run: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
+    guard = run["capability"]
+
+    def rate_cell(key: str) -> str:
+        return _rate(guard[key]) + _change(guard[key]["rate"], base and base[key]["rate"], 100, 1, " pts")
+
+    unknown = guard["refusal"]["unknown"]
+    logprob = guard["reference_logprob"]
+    return [
+        run["name"],
+        run["condition"],
+        rate_cell("refusal") + (f" · {unknown} unknown" if unknown else ""),
+        rate_cell("empty_or_degenerate"),
+        _logprob(logprob) + _change(logprob, base and base["reference_logprob"], 1, 3, ""),
+    ]
+
+
+def capability_section(report: dict[str, Any]) -> list[str]:
+    """The capability guard's table, each run against its base model's run under the same condition (nothing when
+    the eval ran without the guard)."""
+    described = report.get("capability")
+    if not described:
+        return []
+    guards = {(run["name"], run["condition"]): run["capability"] for run in report["runs"]}
+    rows = [_capability_row(run, guards.get((run["base"], run["condition"]))) for run in report["runs"]]
+    header = ["model", "condition", "refusals ↓", "empty/degenerate ↓", "mean ref log-prob ↑"]
+    return [
+        "## Capability guard",
+        "",
+        f"{described['n']} of {described['total']} ordinary, plainly harmless instructions from "
+        f"`{described['source']}`, held out: the judge's refusal rate on the answers, the share of empty or "
+        "degenerate answers (no word; or at least 6 word 3-grams, more than half of them repeating an earlier one), "
+        "and the mean per-token log-prob of the reference answers, teacher-forced (n/a: the model cannot score). "
+        "Δ: the change from the run's base model under the same condition.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any], plot_name: str | None = PLOT_NAME) -> str:
     """The markdown report: pooled trade-off summary, per-benchmark and per-category tables."""
     generation = report["generation"]
@@ -192,7 +270,8 @@ def markdown(report: dict[str, Any], plot_name: str | None = PLOT_NAME) -> str:
     lines += overlap_section(report)
     if plot_name:
         lines += [f"![over-refusal vs safety]({plot_name})", ""]
-    lines += ["## Summary (pooled over the sets of each kind)", "", summary_table(report), ""]
+    lines += summary_sections(report)
+    lines += capability_section(report)
     lines += ["## Per benchmark", ""]
     lines += _benchmark_section(report, BENIGN, "Over-refusal sets: refusal rate on benign prompts (lower is better)")
     lines += _benchmark_section(report, HARMFUL, "Harmful sets: refusal rate on harmful prompts (higher is better)")

@@ -4,8 +4,11 @@ For each model and each prompt condition, the prompts of all benchmarks (dedupli
 batched `generate` call, through the response cache in the output directory, so an interrupted run resumes and
 a rerun makes no model calls. Every model spec is checked (paths, API keys, servers) before the output directory
 is created, and each prompt against the model's context, naming its file and line. Responses are labelled by
-the configured judge and by the EvoRefuse PRR rule in one batch each. `evaluate(config)` returns the report dict
-and writes `report.json`, `report.md`, `tradeoff.png` and `run_info.json` into `config.output_dir`.
+the configured judge and by the EvoRefuse PRR rule in one batch each. Benchmarks named in `validation_benchmarks`
+are pooled into each run's `validation` summary, apart from the held-out `summary`. Each run also answers the
+capability guard's ordinary instructions through the same cached path and judge (`evoalign.eval.capability`).
+`evaluate(config)` returns the report dict and writes `report.json`, `report.md`, `tradeoff.png` and
+`run_info.json` into `config.output_dir`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from typing import Any
 from evoalign.benchmarks import BenchmarkData, check_suite, load_suite
 from evoalign.config import config_to_dict
 from evoalign.errors import ConfigError, ModelError
+from evoalign.eval.capability import (
+    CapabilitySet,
+    capability_metrics,
+    check_capability,
+    is_degenerate,
+    is_empty,
+    load_capability_set,
+    reference_logprobs,
+)
 from evoalign.eval.metrics import benchmark_metrics, mean_logprob, pooled
 from evoalign.eval.overlap import benchmark_overlap, overlap_lines, training_prompts
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
@@ -65,6 +77,22 @@ class EvalConfig:
     benchmarks: Any = field(
         default_factory=list,
         metadata={"help": "benchmark names, or a mapping name -> local path or {path, kind, fields, filter, limit}"},
+    )
+    validation_benchmarks: list = field(
+        default_factory=list,
+        metadata={
+            "help": "names from `benchmarks` that are validation sets (for choosing, not reporting): report.md "
+            "pools them in a table of their own under '## Validation', and '## Summary' (runs[].summary) keeps the "
+            "held-out rest"
+        },
+    )
+    capability: Any = field(
+        default=True,
+        metadata={
+            "help": "capability guard: true = the shipped ordinary instructions (evoalign/eval/data/capability.jsonl), "
+            "false = off, or a JSONL path (instruction, reference) or {path, limit}; every run also reports its "
+            "refusals, empty/degenerate answers and reference log-prob there (`limit` applies)"
+        },
     )
     benchmark_dir: str | None = field(
         default=None,
@@ -135,6 +163,17 @@ class EvalConfig:
             raise ConfigError(f"{where}: 'prr_tokens' must be at least 1, got {self.prr_tokens}")
         if not 0 < self.overlap_threshold <= 1:
             raise ConfigError(f"{where}: 'overlap_threshold' must be in (0, 1], got {self.overlap_threshold}")
+        check_capability(self.capability, f"{where}: 'capability'")
+        check_validation(self.validation_benchmarks, self.benchmarks, f"{where}: 'validation_benchmarks'")
+
+
+def check_validation(validation: list, benchmarks: Any, where: str) -> None:
+    """ConfigError naming `where` unless `validation` is a list of names from the suite `benchmarks`."""
+    if not all(isinstance(name, str) for name in validation):
+        raise ConfigError(f"{where}: a list of benchmark names, got {validation!r}")
+    unknown = [name for name in validation if name not in benchmarks]
+    if unknown:
+        raise ConfigError(f"{where}: {', '.join(unknown)} not in 'benchmarks' ({', '.join(map(str, benchmarks))})")
 
 
 @dataclass(frozen=True)
@@ -260,6 +299,10 @@ def suite_prompts(suite: Sequence[BenchmarkData]) -> dict[str, str]:
 def _summary(
     metrics: Mapping[str, dict[str, Any]], suite: Sequence[BenchmarkData], responses: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
+    """The suite's metrics pooled per kind, with the mean log-prob and unknown count of its benchmarks' responses."""
+    names = {bench.name for bench in suite}
+    responses = [r for r in responses if r["benchmark"] in names]
+
     def of_kind(kind: str) -> dict[str, Any] | None:
         return pooled([metrics[bench.name] for bench in suite if bench.kind == kind])
 
@@ -271,6 +314,55 @@ def _summary(
     }
 
 
+def _summaries(
+    metrics: Mapping[str, dict[str, Any]],
+    suite: Sequence[BenchmarkData],
+    responses: Sequence[dict[str, Any]],
+    validation: Sequence[str],
+) -> dict[str, Any]:
+    """`summary` over the held-out benchmarks and, when some are validation sets, `validation` over those."""
+    held_out = [bench for bench in suite if bench.name not in validation]
+    chosen = [bench for bench in suite if bench.name in validation]
+    return {
+        "summary": _summary(metrics, held_out, responses),
+        "validation": _summary(metrics, chosen, responses) if chosen else None,
+    }
+
+
+def evaluate_capability(
+    model: ChatModel,
+    prefix: Sequence[Message],
+    capability: CapabilitySet,
+    judge: Any,
+    config: EvalConfig,
+    desc: str,
+) -> dict[str, Any]:
+    """The capability guard for one model under one condition: answers (cached), judged, and the references'
+    log-probs; the figures of `capability_metrics` plus every answer record."""
+    items = capability.items
+    instructions = [item["instruction"] for item in items]
+    conversations = with_condition(instructions, prefix)
+    check_context(model, conversations, config.max_new_tokens, [item["origin"] for item in items])
+    samples = generate_responses(model, instructions, prefix, sampling_params(config), desc=desc)
+    verdicts = judge.classify([{"prompt": p, "response": s.text} for p, s in zip(instructions, samples)])
+    references = reference_logprobs(model, conversations, [item["reference"] for item in items]) or [None] * len(items)
+    records = [
+        {
+            "id": item["id"],
+            "category": item["category"],
+            "instruction": item["instruction"],
+            "response": sample.text,
+            "label": verdict["label"],
+            "empty": is_empty(sample.text),
+            "degenerate": is_degenerate(sample.text),
+            "reference_logprob": reference,
+            "mean_logprob": sample.mean_logprob,
+        }
+        for item, sample, verdict, reference in zip(items, samples, verdicts, references)
+    ]
+    return {**capability_metrics(records), "responses": records}
+
+
 def evaluate_run(
     model: ChatModel,
     entry: ModelEntry,
@@ -279,8 +371,9 @@ def evaluate_run(
     judges: tuple[Any, Any],
     config: EvalConfig,
     pool: ModelPool,
+    capability: CapabilitySet | None = None,
 ) -> dict[str, Any]:
-    """Generate, judge and measure one model under one condition over the whole suite."""
+    """Generate, judge and measure one model under one condition over the whole suite (and the capability set)."""
     origins = suite_prompts(suite)
     prompts = list(origins)
     prefix = condition_messages(condition, config.prompts)
@@ -296,19 +389,24 @@ def evaluate_run(
         records = [_record(bench.name, item, *by_prompt[item["prompt"]]) for item in bench.items]
         metrics[bench.name] = benchmark_metrics(records)
         responses += records
+    judged = time.perf_counter()
+    desc = f"{entry.name} [{condition}] capability"
+    guard = evaluate_capability(model, prefix, capability, judges[0], config, desc) if capability else None
     return {
         "name": entry.name,
         "spec": entry.options["spec"],
         "adapter": entry.options.get("adapter"),
         "condition": condition,
         "base": entry.base,
-        "summary": _summary(metrics, suite, responses),
+        **_summaries(metrics, suite, responses, config.validation_benchmarks),
+        "capability": guard,
         "metrics": metrics,
         "prr_length": prr_length,
         "timing": {
             "prompts": len(prompts),
             "generate_s": round(generated - started, 2),
-            "judge_s": round(time.perf_counter() - generated, 2),
+            "judge_s": round(judged - generated, 2),
+            "capability_s": round(time.perf_counter() - judged, 2),
         },
         "model_calls": {"model": model.call_stats(), "judge": pool.stats("judge")},
         "responses": responses,
@@ -353,18 +451,24 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run the whole evaluation, write report.json, report.md and tradeoff.png, and return the report."""
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed, local_dir=config.benchmark_dir)
+    capability = load_capability_set(config.capability, limit=config.limit, seed=config.seed)
     overlap = check_overlap(config, suite)
     out = Path(config.output_dir)
     check_unlocked(out)
     with RunLock(out, "eval") as lock:
-        report = _evaluate(config, entries, suite, overlap, lock)
+        report = _evaluate(config, entries, suite, capability, overlap, lock)
         atomic_write_json(out / REPORT_NAME, report)
         render(report, out)
     return report
 
 
 def _evaluate(
-    config: EvalConfig, entries: list[ModelEntry], suite: list[Any], overlap: dict[str, Any] | None, lock: RunLock
+    config: EvalConfig,
+    entries: list[ModelEntry],
+    suite: list[Any],
+    capability: CapabilitySet | None,
+    overlap: dict[str, Any] | None,
+    lock: RunLock,
 ) -> dict[str, Any]:
     out = lock.run_dir
     runs = []
@@ -377,7 +481,7 @@ def _evaluate(
         for entry in entries:
             model = pool.get(entry.options, entry.name)
             for condition in entry.conditions:
-                runs.append(evaluate_run(model, entry, condition, suite, judges, config, pool))
+                runs.append(evaluate_run(model, entry, condition, suite, judges, config, pool, capability))
                 logger.info("%s [%s]: %s", entry.name, condition, runs[-1]["timing"])
             pool.release(entry.name)
     report = {
@@ -387,6 +491,8 @@ def _evaluate(
         "prr": PRR_JUDGE,
         "generation": sampling_params(config).to_dict(),
         "benchmarks": {bench.name: bench.describe() for bench in suite},
+        "validation_benchmarks": list(config.validation_benchmarks),
+        "capability": capability.describe() if capability else None,
         "prr_tokens": config.prr_tokens,
         "overlap": overlap,
         "runs": runs,
