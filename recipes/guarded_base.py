@@ -11,16 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from evoalign.config import parse_config
 from evoalign.errors import run_main
-from evoalign.train.guarded import GuardedBaseConfig, build_guarded_base
-
-
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(GuardedBaseConfig, argv, prog="recipes/guarded_base.py")
-    print(build_guarded_base(config))
-    return 0
-
+from evoalign.train.guarded import main
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

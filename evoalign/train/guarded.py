@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.benchmarks import check_suite, load_suite
-from evoalign.config import config_to_dict
+from evoalign.config import config_to_dict, parse_config
 from evoalign.errors import ConfigError, DataError
 from evoalign.io import atomic_write_json, atomic_write_jsonl
 from evoalign.judges.base import COMPLIANCE, is_refusing
@@ -191,3 +191,10 @@ def build_guarded_base(config: GuardedBaseConfig) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`recipes/guarded_base.py`: build the base and print its folder."""
+    config = parse_config(GuardedBaseConfig, argv, prog="recipes/guarded_base.py")
+    print(build_guarded_base(config))
+    return 0
