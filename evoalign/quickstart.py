@@ -1,15 +1,17 @@
-"""`evoalign quickstart` / `make quickstart`: the whole pipeline, offline, on CPU, with the bundled SmolLM2.
+"""`evoalign quickstart` / `make quickstart`: the pipeline, offline, on CPU, with the bundled SmolLM2.
 
-(a) the base model is SmolLM2-135M-Instruct behind the `refusal_prone` prompt (a cautious system prompt plus
-    refusal examples), which refuses harmful requests and over-refuses harmless ones that look harmful;
-(b) evolve pseudo-malicious instructions from the project's offline seeds with the offline rule operators;
-(c) build SFT data and preference pairs: SmolLM2 answers the evolved instructions, the target's own refusals are
-    `rejected`; AdvBench requests get template refusals, with SmolLM2's answers without the prompt as `rejected`;
-    every training prompt carries the refusal-prone prompt, the context the model is deployed and evaluated in;
-(d) train a LoRA adapter with SFT and another with DPO, each on the base model;
-(e) evaluate base, +SFT and +DPO, all behind the same refusal-prone prompt, on held-out benign sets (XSTest
-    safe, EvoRefuse-Test) and a held-out harmful set (XSTest unsafe) that no stage trained on;
-(f) write `runs/quickstart/report.md` with the table, the trade-off plot and the acceptance checks.
+The default profile shows over-refusal found and fixed on a base that learnt it in its weights:
+(a) `guarded`: a quickstart-sized `smollm2-guarded`: SmolLM2 taught by LoRA SFT to refuse harmful requests (its own
+    refusals behind the refusal-prone prompt) and to answer ordinary instructions (its own answers), merged; with no
+    prompt it refuses harmful requests and over-refuses harmless ones that look harmful;
+(b) `evolve`: pseudo-malicious instructions evolved against that base from the project's offline seeds;
+(c) `ablate`: false-refusal direction ablation, fitted on training prompts (the evolved rows among them), its layer
+    and strength chosen on validation prompts by the pre-written rule, saved as an edited model folder;
+(d) `eval`: the base and the edit on held-out benign sets (XSTest safe, EvoRefuse-Test) and a held-out harmful set
+    (XSTest unsafe) that no stage read;
+(e) `runs/quickstart/report.md` with the table, the trade-off plot and the acceptance checks.
+The `training` profile runs the other path: evolve against SmolLM2 behind the refusal-prone prompt, build SFT data
+and preference pairs, train LoRA adapters with SFT and DPO, evaluate them behind the same prompt.
 
 Each stage starts from its shipped config (datagen/configs, recipes, eval/configs) with only the changes that
 `evoalign/quickstart.yaml` lists for the chosen profile. The merged config is written under
@@ -39,7 +41,7 @@ from evoalign.paths import BENCHMARK_DIR_ENV
 
 PLAN = Path(__file__).with_name("quickstart.yaml")
 ROOT = Path(__file__).resolve().parents[1]  # the repository checkout the shipped configs live in
-STAGES = ("evolve", "build", "sft", "dpo", "eval")
+STAGES = ("guarded", "evolve", "ablate", "build", "sft", "dpo", "eval")  # the order stages run in
 
 
 def _plan() -> dict[str, Any]:
@@ -71,10 +73,12 @@ class QuickstartConfig:
 
 
 def merge(base: Any, change: Any) -> Any:
-    """`change` applied to `base`: mappings merge key by key, anything else replaces."""
-    if isinstance(base, dict) and isinstance(change, dict):
-        return {**base, **{key: merge(base.get(key), value) for key, value in change.items()}}
-    return change
+    """`change` applied to `base` as a JSON merge patch: mappings merge key by key, a null removes the key,
+    anything else replaces."""
+    if not (isinstance(base, dict) and isinstance(change, dict)):
+        return change
+    merged = {**base, **{key: merge(base.get(key), value) for key, value in change.items()}}
+    return {key: value for key, value in merged.items() if not (key in change and change[key] is None)}
 
 
 def _fill(value: Any, run: Path) -> Any:
@@ -88,11 +92,11 @@ def _fill(value: Any, run: Path) -> Any:
 
 
 def stage_configs(config: QuickstartConfig, run: Path) -> dict[str, dict[str, Any]]:
-    """Each stage's config: the shipped one with the plan's changes and the profile's, in stage order."""
+    """The profile's stages' configs: the shipped ones with the plan's changes and the profile's, in stage order."""
     plan = _plan()
     profile = plan["profiles"][config.profile]
     configs = {}
-    for stage in STAGES:
+    for stage in sorted(profile["stages"], key=STAGES.index):
         shipped = ROOT / plan["configs"][stage]
         if not shipped.exists():
             raise ConfigError(
@@ -101,16 +105,20 @@ def stage_configs(config: QuickstartConfig, run: Path) -> dict[str, dict[str, An
             )
         merged = merge(merge(load_yaml_mapping(shipped), plan["changes"].get(stage, {})), profile.get(stage, {}))
         configs[stage] = _fill(merged, run)
-    if config.seeds:
+    if config.seeds and "evolve" in configs:
         configs["evolve"]["seeds"] = merge(configs["evolve"]["seeds"], {"path": str(Path(config.seeds).resolve())})
     if config.benchmark_dir:
-        for stage in ("build", "eval"):
+        for stage in set(configs) & {"build", "ablate", "eval"}:
             configs[stage]["benchmark_dir"] = str(Path(config.benchmark_dir).resolve())
     return configs
 
 
 def _stage_runner(name: str) -> Callable[[Sequence[str]], int]:
-    if name == "evolve":
+    if name == "guarded":
+        from evoalign.train.guarded import main
+    elif name == "ablate":
+        from evoalign.steer.cli import main
+    elif name == "evolve":
         from evoalign.evolve.cli import main
     elif name == "build":
         from evoalign.build.cli import main
@@ -124,17 +132,21 @@ def _stage_runner(name: str) -> Callable[[Sequence[str]], int]:
 
 
 DONE_MARKERS = {
+    "guarded": "guarded/model/config.json",
+    "ablate": "ablate/ablation.json",
     "evolve": "evolve/evolved.jsonl",
     "build": "data/summary.json",
     "sft": "sft/adapter_model.safetensors",
     "dpo": "dpo/adapter_model.safetensors",
     "eval": "eval/report.json",
 }
-RESUMABLE = {"evolve", "build"}
+RESUMABLE = {"evolve", "build"}  # the others resume by themselves or start over
 
 
 def run_stage(name: str, stage_config: dict[str, Any], run: Path) -> float:
     """Write the stage's config and run it (skipped when its output exists); returns seconds spent."""
+    if name == "eval":
+        stage_config = _without_unproduced_models(stage_config, run)
     path = run / "configs" / f"{name}.yaml"
     atomic_write_text(path, yaml.safe_dump(stage_config, sort_keys=False))
     if (run / DONE_MARKERS[name]).exists():
@@ -151,6 +163,20 @@ def run_stage(name: str, stage_config: dict[str, Any], run: Path) -> float:
     if code:
         raise EvoalignError(f"quickstart stage '{name}' failed with exit code {code}; rerun to resume")
     return time.perf_counter() - start
+
+
+def _without_unproduced_models(eval_config: dict[str, Any], run: Path) -> dict[str, Any]:
+    """Eval's config less the models the run should have produced and did not (an edit the validation rule
+    rejected saves nothing; the report says so)."""
+    kept = []
+    for model in eval_config["models"]:
+        spec = str(model.get("spec", "")) if isinstance(model, dict) else str(model)
+        folder = Path(spec.removeprefix("hf:")) if spec.startswith("hf:") else None
+        if folder is not None and folder.is_relative_to(run) and not (folder / "config.json").is_file():
+            print(f"[quickstart] eval: skipping {model.get('name', spec)}: {folder} was not produced")
+            continue
+        kept.append(model)
+    return {**eval_config, "models": kept}
 
 
 def _release_memory() -> None:
@@ -171,15 +197,18 @@ def _release_memory() -> None:
 
 
 def check_benchmarks(configs: dict[str, dict[str, Any]]) -> None:
-    """Before any stage runs: every benchmark the build and eval read can be loaded (a one-line error if not)."""
+    """Before any stage runs: every registered benchmark a stage reads can be loaded (a one-line error if not)."""
     from evoalign.benchmarks import BENCHMARKS, load_suite
 
-    harmful = configs["build"].get("harmful_prompts")
     names = list(configs["eval"]["benchmarks"])
+    harmful = configs.get("build", {}).get("harmful_prompts")
     if isinstance(harmful, dict) and "benchmark" in harmful:
         names.append(harmful["benchmark"])
     elif isinstance(harmful, str) and harmful in BENCHMARKS:
         names.append(harmful)
+    for suite in ("validation_benign", "validation_harmful"):
+        specs = configs.get("ablate", {}).get(suite) or {}
+        names += [name for name, spec in specs.items() if name in BENCHMARKS and "path" not in (spec or {})]
     load_suite(list(dict.fromkeys(names)), local_dir=configs["eval"].get("benchmark_dir"))
 
 

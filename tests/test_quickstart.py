@@ -37,26 +37,34 @@ def test_short_quickstart_runs_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"Report: {run / 'report.md'}" in result.stdout
     for produced in (
-        "configs/evolve.yaml",
+        "configs/guarded.yaml",
+        "guarded/model/config.json",
         "evolve/evolved.jsonl",
         "evolve/summary.json",
-        "data/summary.json",
-        "sft/adapter_model.safetensors",
-        "dpo/adapter_model.safetensors",
+        "ablate/ablation.json",
         "eval/report.json",
         "eval/tradeoff.png",
         "checks.json",
     ):
         assert (run / produced).exists(), produced
     report = (run / "report.md").read_text()
-    for section in ("## Acceptance checks", "## Evolution", "## Training", "## Evaluation", "## Time per stage"):
+    for section in (
+        "## Acceptance checks",
+        "## Evolution",
+        "## Learnt base",
+        "## Mitigation chosen on validation",
+        "## Evaluation",
+        "## Time per stage",
+    ):
         assert section in report
     checks = json.loads((run / "checks.json").read_text())
-    assert [c["model"] for c in checks["mitigation"]] == ["+SFT", "+DPO"]
+    assert [c["model"] for c in checks["mitigation"]] == [
+        "+ablation"
+    ]  # evaluated, or a MISS if validation rejected it
     assert checks["trigger"]["seeds"] is not None
 
     rerun = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    assert rerun.returncode == 0 and rerun.stdout.count("already done") == 5
+    assert rerun.returncode == 0 and rerun.stdout.count("already done") == 4
 
 
 def _eval_report(over_after: float, harmful_after: float) -> dict:
@@ -85,18 +93,38 @@ def test_report_marks_each_check_and_explains_a_miss(tmp_path, over_after, harmf
     assert ("docs/reproduction.md" in report) is explained
 
 
-@pytest.mark.parametrize("profile", ["default", "short"])
+def test_an_edit_the_validation_rule_rejected_is_a_miss_not_a_missing_row(tmp_path):
+    from evoalign.quickstart_report import write_report
+
+    (tmp_path / "ablate").mkdir()
+    rejected = {"rule": "lowest benign refusal", "base": {"benign_refusal": 60.0, "harmful_refusal": 70.0}}
+    (tmp_path / "ablate" / "ablation.json").write_text(json.dumps({**rejected, "chosen": None, "candidates": []}))
+    report = write_report(tmp_path, {"ablate": 1.0}, 1.0).read_text()
+    assert "| +ablation: chosen on validation | no candidate met the validation rule | MISS |" in report
+    assert "no candidate met the rule" in report and "docs/reproduction.md" in report
+
+
+@pytest.mark.parametrize("profile", ["default", "short", "training"])
 def test_each_stage_starts_from_its_shipped_config_and_changes_only_what_the_plan_lists(profile, tmp_path):
     from evoalign.build.config import BuildConfig
     from evoalign.config import ConfigParser, load_yaml_mapping
     from evoalign.eval.runner import EvalConfig
     from evoalign.evolve.config import EvolveConfig
     from evoalign.quickstart import PLAN, ROOT, QuickstartConfig, stage_configs
+    from evoalign.steer.config import AblationConfig
+    from evoalign.train.guarded import GuardedBaseConfig
     from evoalign.train.recipes import make_parser
 
     plan = load_yaml_mapping(PLAN)
     configs = stage_configs(QuickstartConfig(profile=profile), tmp_path)
-    parsers = {"evolve": EvolveConfig, "build": BuildConfig, "eval": EvalConfig}
+    assert list(configs) == plan["profiles"][profile]["stages"]
+    parsers = {
+        "guarded": GuardedBaseConfig,
+        "evolve": EvolveConfig,
+        "ablate": AblationConfig,
+        "build": BuildConfig,
+        "eval": EvalConfig,
+    }
     for stage, config in configs.items():
         shipped = load_yaml_mapping(ROOT / plan["configs"][stage])
         changed = {**plan["changes"].get(stage, {}), **plan["profiles"][profile].get(stage, {})}
@@ -106,6 +134,24 @@ def test_each_stage_starts_from_its_shipped_config_and_changes_only_what_the_pla
         assert config["output_dir"].startswith(str(tmp_path))
         parser = ConfigParser((parsers[stage],)) if stage in parsers else make_parser(stage)
         parser.parse_mapping(config, f"quickstart {stage}")
+        read = [path for path in _paths(config) if not path.startswith(str(tmp_path))]
+        assert all(not path.startswith("runs/") for path in read), read  # the checkout's files and its own run only
+
+
+def _paths(value):
+    """Every string under a `path` key, at any depth."""
+    if isinstance(value, dict):
+        own = [v for k, v in value.items() if k == "path" and isinstance(v, str)]
+        return own + [p for v in value.values() for p in _paths(v)]
+    return [p for v in value for p in _paths(v)] if isinstance(value, list) else []
+
+
+def test_a_null_change_removes_the_shipped_key_and_mappings_merge():
+    from evoalign.quickstart import merge
+
+    shipped = {"suite": {"kept": {"path": "a", "limit": 5}, "dropped": {"path": "b"}}, "policy": "x", "n": None}
+    change = {"suite": {"kept": {"limit": 2}, "dropped": None}, "policy": None}
+    assert merge(shipped, change) == {"suite": {"kept": {"path": "a", "limit": 2}}, "n": None}
 
 
 def test_quickstart_trains_its_batches_of_8_rows_and_4_pairs_one_sequence_or_pair_at_a_time(tmp_path):
@@ -115,7 +161,7 @@ def test_quickstart_trains_its_batches_of_8_rows_and_4_pairs_one_sequence_or_pai
     from evoalign.quickstart import QuickstartConfig, stage_configs
     from evoalign.train.recipes import make_parser
 
-    configs = stage_configs(QuickstartConfig(), tmp_path)
+    configs = stage_configs(QuickstartConfig(profile="training"), tmp_path)
     for stage, effective in (("sft", 8), ("dpo", 4)):
         path = tmp_path / f"{stage}.yaml"
         path.write_text(yaml.safe_dump(configs[stage]))
