@@ -164,9 +164,12 @@ def _ablation_lines(run: Path) -> list[str]:
     if chosen is None:
         outcome = "**no candidate met the rule**, so nothing was saved and there is no edited model to evaluate."
     else:
+        before = base.get("benign_refusal")
+        relative = (before - chosen["benign_refusal"]) / before if before else None
         outcome = (
             f"chosen: layer {chosen['layer']}, position {chosen['position']}, strength {chosen['strength']}: benign "
-            f"{chosen['benign_refusal']:.1f}%, harmful {chosen['harmful_refusal']:.1f}%, saved as the model folder "
+            f"{chosen['benign_refusal']:.1f}% ({_pct(relative)} less, relative; the held-out check asks for "
+            f"{MIN_RELATIVE_REDUCTION:.0%}), harmful {chosen['harmful_refusal']:.1f}%, saved as the model folder "
             "`ablate/` (`hf:` spec)."
         )
     return [
