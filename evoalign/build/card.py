@@ -26,8 +26,8 @@ _CONFIGS = [
 _SCHEMA = """\
 | file | columns |
 |---|---|
-| `train_sft.jsonl`, `test_sft.jsonl` | `id`, `kind` (benign/safety), `source`, `prompt` [user message], \
-`completion` [assistant message] |
+| `train_sft.jsonl`, `test_sft.jsonl` | `id`, `kind` (benign/safety), `source`, `category` (a safety row's harm \
+category, or null), `prompt` [user message], `completion` [assistant message] |
 | `train_prefs.jsonl`, `test_prefs.jsonl` | `id`, `kind`, `source`, `prompt`, `chosen` [assistant message], \
 `rejected` [assistant message], `ches` (float or null) |
 | `dataset/` | the same four splits as a `DatasetDict` (`datasets.load_from_disk`) |

@@ -40,6 +40,7 @@ class Example:
     rejected_origin: str | None = None  # where rejected[0] came from: evolve, sampled, imported
     ches: float | None = None
     context: list[dict[str, str]] = field(default_factory=list)  # messages before the request (train_condition)
+    category: str | None = None  # a safety row's harm category, from the harmful-prompt set (refusal tokens use it)
 
     @property
     def id(self) -> str:
@@ -54,6 +55,7 @@ class Example:
             "id": self.id,
             "kind": self.kind,
             "source": self.source,
+            "category": self.category,
             "prompt": self.prompt(),
             "completion": [{"role": "assistant", "content": self.answer}],
         }

@@ -30,7 +30,7 @@ def split_features(split: str) -> Any:
     messages = List({"role": Value("string"), "content": Value("string")})
     columns = {"id": Value("string"), "kind": Value("string"), "source": Value("string"), "prompt": messages}
     if split in SFT_SPLITS:
-        return Features({**columns, "completion": messages})
+        return Features({**columns, "category": Value("string"), "completion": messages})
     return Features({**columns, "chosen": messages, "rejected": messages, "ches": Value("float64")})
 
 

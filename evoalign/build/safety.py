@@ -93,7 +93,8 @@ def check_harmful_prompts(spec: Any, where: str) -> None:
 def load_harmful_prompts(spec: Any, local_dir: str | None = None) -> list[Example]:
     """Safety examples (no answer yet) from a harmful-prompt set: a registered benchmark by name (`advbench`, or
     `{benchmark: advbench, limit: N}` for its first N prompts; found in the local benchmark folder `local_dir` or
-    `$EVOALIGN_BENCHMARK_DIR`, else at its public location), or a source whose column maps to `instruction`."""
+    `$EVOALIGN_BENCHMARK_DIR`, else at its public location), or a source whose column maps to `instruction`.
+    A `category` column (or field) is kept as the examples' category."""
     if isinstance(spec, Mapping) and "benchmark" in spec:
         unknown = sorted(set(spec) - {"benchmark", "limit"})
         if unknown:
@@ -104,9 +105,22 @@ def load_harmful_prompts(spec: Any, local_dir: str | None = None) -> list[Exampl
     else:
         where = spec if isinstance(spec, str) else spec.get("path", "?")
         rows = load_source(spec, required=("instruction",))
-        return [Example(instruction=row["instruction"], kind=SAFETY, source=str(where)) for row in rows]
+        return [
+            Example(instruction=row["instruction"], kind=SAFETY, source=str(where), category=_category(row))
+            for row in rows
+        ]
     data = load_benchmark(name, local_dir=local_dir)
-    return [Example(instruction=item["prompt"], kind=SAFETY, source=data.source) for item in data.items[:limit]]
+    return [
+        Example(instruction=item["prompt"], kind=SAFETY, source=data.source, category=_category(item))
+        for item in data.items[:limit]
+    ]
+
+
+def _category(row: Mapping[str, Any]) -> str | None:
+    """A harmful prompt's category column (e.g. `weapons`), when it has one."""
+    category = row.get("category")
+    text = "" if category is None else str(category).strip()
+    return text or None
 
 
 def template_refusal(instruction: str, seed: int) -> str:

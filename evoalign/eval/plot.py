@@ -3,7 +3,8 @@
 Both rates are the judge's, pooled over the sets of each kind, with 95% Wilson intervals as error bars. The
 ideal model sits top-left (answers every benign prompt, refuses every harmful one). An arrow runs from a base
 model to each fine-tuned variant (`base:` in the config) under the same condition, so a good fine-tune points
-left without dropping. matplotlib is imported lazily with the Agg backend (no display needed).
+left without dropping. Models sharing a `curve:` name (one model swept over a knob such as `refusal_bias`) share a
+colour and are joined by a line per condition, in config order: the trade-off that one knob buys. matplotlib is imported lazily with the Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ def _point(run: dict[str, Any]) -> tuple[float, float, list[float], list[float]]
 
 
 def _style(runs: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
-    """A colour per model name and a marker per condition, keyed by run label."""
+    """A colour per model name (per curve for the models of one curve) and a marker per condition, by run label."""
     from matplotlib import colormaps
 
     from evoalign.eval.report import run_label
 
     palette = colormaps["tab10"].colors
-    names = list(dict.fromkeys(run["name"] for run in runs))
+    names = list(dict.fromkeys(run.get("curve") or run["name"] for run in runs))
     conditions = list(dict.fromkeys(run["condition"] for run in runs))
     return {
         run_label(run): (
-            palette[names.index(run["name"]) % len(palette)],
+            palette[names.index(run.get("curve") or run["name"]) % len(palette)],
             MARKERS[conditions.index(run["condition"]) % len(MARKERS)],
         )
         for run in runs
@@ -58,6 +59,20 @@ def _arrows(ax: Any, runs: list[dict[str, Any]], points: dict[str, tuple], style
                 arrowprops={"arrowstyle": "-|>", "lw": 1.8, "color": styles[end][0], "shrinkA": 7, "shrinkB": 7},
                 zorder=2,
             )
+
+
+def _curves(ax: Any, runs: list[dict[str, Any]], points: dict[str, tuple], styles: dict[str, tuple]) -> None:
+    """A line through the points of each (curve, condition), in config order."""
+    from evoalign.eval.report import run_label
+
+    lines: dict[tuple[str, str], list[str]] = {}
+    for run in runs:
+        if run.get("curve") and run_label(run) in points:
+            lines.setdefault((run["curve"], run["condition"]), []).append(run_label(run))
+    for labels in lines.values():
+        if len(labels) > 1:
+            xs, ys = zip(*(points[label][:2] for label in labels))
+            ax.plot(xs, ys, color=styles[labels[0]][0], lw=1.4, alpha=0.7, zorder=2)
 
 
 def tradeoff_plot(report: dict[str, Any], path: str | Path) -> Path | None:
@@ -96,6 +111,7 @@ def tradeoff_plot(report: dict[str, Any], path: str | Path) -> Path | None:
             zorder=3,
         )
     _arrows(ax, runs, points, styles)
+    _curves(ax, runs, points, styles)
     ax.set_xlim(-4, 104)
     ax.set_ylim(-4, 104)
     ax.set_xlabel("Over-refusal: refusal rate on benign sets (%)  ← lower is better", fontsize=11)

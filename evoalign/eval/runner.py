@@ -44,6 +44,7 @@ from evoalign.labels import BENIGN, HARMFUL
 from evoalign.models import BUNDLED, ChatModel, SamplingParams, check_context, parse_spec
 from evoalign.models.base import TRANSFORMERS, Sample
 from evoalign.models.pool import ModelPool
+from evoalign.models.refusal_tokens import OPTIONS as REFUSAL_OPTIONS
 from evoalign.prompts import CONDITIONS, Message, check_condition, condition_prefix, with_condition
 from evoalign.runinfo import write_run_info
 from evoalign.runlock import RunLock, check_unlocked
@@ -52,7 +53,7 @@ from evoalign.secrets import scrub_secrets
 logger = logging.getLogger(__name__)
 
 PRR_JUDGE = "evorefuse"
-_ENTRY_KEYS = {"name", "condition", "base"}
+_ENTRY_KEYS = {"name", "condition", "base", "curve"}
 
 
 @dataclass
@@ -62,8 +63,9 @@ class EvalConfig:
     models: list = field(
         default_factory=list,
         metadata={
-            "help": "models under test: spec strings or mappings {name, spec, adapter, condition, base, <backend "
-            "options>}; `base: NAME` draws an arrow from that model to this one in the plot"
+            "help": "models under test: spec strings or mappings {name, spec, adapter, condition, base, curve, "
+            "<backend options>}; `base: NAME` draws an arrow from that model to this one in the plot; models with the "
+            "same `curve: NAME` (e.g. one model at several refusal_bias values) are joined by a line, in config order"
         },
     )
     conditions: list = field(
@@ -184,6 +186,7 @@ class ModelEntry:
     options: dict[str, Any]
     conditions: tuple[str, ...]
     base: str | None = None
+    curve: str | None = None
 
 
 def _entry(raw: Any, index: int, config: EvalConfig) -> ModelEntry:
@@ -195,6 +198,9 @@ def _entry(raw: Any, index: int, config: EvalConfig) -> ModelEntry:
     if backend in (*BUNDLED, "hf"):
         options.setdefault("batch_size", config.batch_size)
     default_name = scrub_secrets(raw["spec"]) + (f"+{Path(raw['adapter']).name}" if raw.get("adapter") else "")
+    default_name += "".join(f" {key}={raw[key]}" for key in REFUSAL_OPTIONS if raw.get(key) is not None)
+    if raw.get("curve") is not None and not isinstance(raw["curve"], str):
+        raise ConfigError(f"models[{index}]: 'curve' is a name shared by the models of one line, got {raw['curve']!r}")
     conditions = raw.get("condition", config.conditions)
     conditions = [conditions] if isinstance(conditions, str) else conditions
     if not isinstance(conditions, list) or not all(isinstance(condition, str) for condition in conditions):
@@ -203,7 +209,9 @@ def _entry(raw: Any, index: int, config: EvalConfig) -> ModelEntry:
         if condition not in CONDITIONS and condition not in config.prompts:
             known = ", ".join([*CONDITIONS, *config.prompts])
             raise ConfigError(f"models[{index}]: unknown condition '{condition}'; known: {known}")
-    return ModelEntry(str(raw.get("name", default_name)), options, tuple(conditions), raw.get("base"))
+    return ModelEntry(
+        str(raw.get("name", default_name)), options, tuple(conditions), raw.get("base"), raw.get("curve")
+    )
 
 
 def model_entries(config: EvalConfig) -> list[ModelEntry]:
@@ -398,6 +406,7 @@ def evaluate_run(
         "adapter": entry.options.get("adapter"),
         "condition": condition,
         "base": entry.base,
+        "curve": entry.curve,
         **_summaries(metrics, suite, responses, config.validation_benchmarks),
         "capability": guard,
         "metrics": metrics,

@@ -5,7 +5,9 @@ A model is named by a spec string, optionally with options in a mapping (YAML-fr
 - `smollm2`: the bundled SmolLM2-135M-Instruct (see `evoalign.models.bundled`); `smollm2-guarded`: the learnt
   over-refusing base built from it by `recipes/guarded_base.py` (loads once built);
 - `hf:<hub id | local dir | file.gguf>`: transformers backend (options: adapter, batch_size, dtype, device,
-  steering: a probe-conditioned steering file, see `evoalign.models.steering`, ...);
+  steering: a probe-conditioned steering file, see `evoalign.models.steering`; soft_prompt: a learnt system
+  prompt, see `evoalign.models.soft_prompt`; refusal_bias / refusal_threshold: the refusal-token knob, see
+  `evoalign.models.refusal_tokens`, ...);
 - `openai:<model>` or `openai:<model>@<base_url>`: OpenAI or any OpenAI-compatible server
   (options: api_key_env, max_concurrency, timeout, max_retries).
 
@@ -32,6 +34,8 @@ from evoalign.models.base import (
     Score,
     as_conversation,
 )
+from evoalign.models.refusal_tokens import OPTIONS as REFUSAL_OPTIONS
+from evoalign.models.refusal_tokens import check_options as check_refusal_options
 from evoalign.paths import is_local_path
 from evoalign.prompts import Conversation
 from evoalign.secrets import check_variable_name
@@ -62,6 +66,8 @@ _HF_OPTIONS = {
     "trust_remote_code",
     "revision",
     "steering",
+    "soft_prompt",
+    *REFUSAL_OPTIONS,  # refusal_bias, refusal_threshold: checked by evoalign.models.refusal_tokens.check_options
 }
 _OPENAI_OPTIONS = {"api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_base", "backoff_max"}
 # option -> (type, lowest allowed value or None): checked before any model is built
@@ -72,6 +78,7 @@ _OPTION_TYPES: dict[str, tuple[type | tuple[type, ...], float | None]] = {
     "dtype": (str, None),
     "revision": (str, None),
     "steering": (str, None),
+    "soft_prompt": (str, None),
     "trust_remote_code": (bool, None),
     "batch_size": (int, 1),
     "min_shared_prefix": (int, 0),
@@ -85,6 +92,8 @@ _OPTION_TYPES: dict[str, tuple[type | tuple[type, ...], float | None]] = {
 
 
 def _check_option(spec: str, name: str, value: Any) -> None:
+    if name in REFUSAL_OPTIONS:
+        return
     if name == "api_key_env":
         problem = check_variable_name(value, f"model '{spec}': api_key_env")
         if problem:
@@ -92,7 +101,7 @@ def _check_option(spec: str, name: str, value: Any) -> None:
         return
     kind, lowest = _OPTION_TYPES[name]
     wrong_type = not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
-    if value is None and name in ("adapter", "gguf_file", "revision", "steering"):
+    if value is None and name in ("adapter", "gguf_file", "revision", "steering", "soft_prompt"):
         return
     if wrong_type:
         expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
@@ -137,6 +146,7 @@ def parse_spec(spec: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]
         )
     for name, value in options.items():
         _check_option(spec, name, value)
+    check_refusal_options(spec, options)
     return backend, target, options
 
 
@@ -194,6 +204,10 @@ def check_model(spec: str | Mapping[str, Any]) -> None:
             raise ModelError(f"model path not found: {target}")
         if options.get("adapter") and not Path(options["adapter"]).expanduser().exists():
             raise ModelError(f"adapter path not found: {options['adapter']}")
+    if backend != "openai" and options.get("soft_prompt"):
+        from evoalign.models.soft_prompt import check_soft_prompt_path
+
+        check_soft_prompt_path(options["soft_prompt"])
     if backend != "openai" and options.get("steering") and not Path(options["steering"]).expanduser().is_file():
         raise ModelError(f"steering file not found: {options['steering']}")
     elif backend == "openai":

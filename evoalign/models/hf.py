@@ -16,6 +16,7 @@ from typing import Any
 from evoalign.errors import ModelError
 from evoalign.models.base import TOKENIZE, TRANSFORMERS, ChatModel, Sample, SamplingParams, Score
 from evoalign.models.cache import weights_fingerprint
+from evoalign.models.refusal_tokens import RefusalKnob, resize_for_tokenizer
 from evoalign.models.sampling import RecordingSampler, row_seed
 from evoalign.paths import is_local_path
 from evoalign.progress import progress_bar
@@ -90,6 +91,9 @@ class HFChatModel(ChatModel):
         min_shared_prefix: int = 32,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        soft_prompt: str | None = None,
+        refusal_bias: float | dict[str, float] | None = None,
+        refusal_threshold: float | None = None,
         model: Any = None,
         tokenizer: Any = None,
     ) -> None:
@@ -107,6 +111,16 @@ class HFChatModel(ChatModel):
         self.tokenizer.padding_side = "left"
         self.model.eval()
         self._identity = self._make_identity()
+        self.soft_prompt = None  # a learnt system prompt (evoalign.models.soft_prompt), inserted by embedding hooks
+        if soft_prompt:
+            from evoalign.models.soft_prompt import SoftPrompt
+
+            self.soft_prompt = SoftPrompt.load(soft_prompt).attach(self.model)
+            self._identity += f"|soft_prompt={self.soft_prompt.fingerprint}"
+        # the refusal-token knob (evoalign.models.refusal_tokens); control tokens are stripped from texts either way
+        self.refusal = RefusalKnob.resolve(self.spec, self.tokenizer, refusal_bias, refusal_threshold)
+        if self.refusal is not None:
+            self._identity += f"|{self.refusal.describe()}"
         self._keeps_logits = _accepts_logits_to_keep(self.model)
 
     def _logits_kept(self, count: int) -> dict[str, int]:
@@ -145,6 +159,12 @@ class HFChatModel(ChatModel):
 
         if not Path(self.adapter).expanduser().exists():
             raise ModelError(f"adapter path not found: {self.adapter}")
+        adapter_tokenizer = Path(self.adapter).expanduser() / "tokenizer_config.json"
+        if adapter_tokenizer.is_file():  # an adapter trained with added (refusal) tokens brings them and their rows
+            tokenizer = load_tokenizer(str(adapter_tokenizer.parent))
+            if len(tokenizer) > len(self.tokenizer):
+                resize_for_tokenizer(self.model, tokenizer)
+                self.tokenizer = tokenizer
         self.model = PeftModel.from_pretrained(self.model, self.adapter).to(self.device)
 
     @property
@@ -198,6 +218,8 @@ class HFChatModel(ChatModel):
 
     def prompt_ids(self, conversations: list[Conversation]) -> list[list[int]]:
         """Token ids of each conversation rendered with the chat template and the generation prompt."""
+        if self.soft_prompt is not None:  # its placeholder ids sit where the system message's text goes
+            return self.soft_prompt.prompt_ids(self.tokenizer, conversations)
         texts = [
             self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
             for conv in conversations
@@ -248,6 +270,8 @@ class HFChatModel(ChatModel):
         sampler = RecordingSampler(params, seeds, self.device)
         inputs = self._prefilled_inputs(prompts, distinct)
         eot = self.end_of_turn_ids
+        start = inputs["input_ids"].shape[1]
+        processors = [self.refusal.processor(start)] if self.refusal is not None else []
         # The sampler returns one-hot scores, so transformers' greedy step picks exactly the token it chose;
         # rows are already expanded per sample, so transformers' own (slow, batch-global) sampling never runs.
         config = GenerationConfig(
@@ -262,7 +286,7 @@ class HFChatModel(ChatModel):
             output = self.model.generate(
                 **inputs,
                 generation_config=config,
-                logits_processor=LogitsProcessorList([sampler]),
+                logits_processor=LogitsProcessorList([*processors, sampler]),
                 tokenizer=self.tokenizer if params.stop else None,
             )
         generated = output[:, inputs["input_ids"].shape[1] :].tolist()

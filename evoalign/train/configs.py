@@ -7,6 +7,7 @@ fields, each with `help`:
 - the split names default to the build stage's (`train_sft`/`test_sft`, `train_prefs`/`test_prefs`);
 - `tokenizer_pad_token` / `end_of_turn_token` pin the tokenizer fixes (chosen automatically otherwise);
 - `global_batch_size` keeps the effective batch fixed whatever the number of processes;
+- `refusal_tokens` (SFT) trains refusal/respond control tokens (`evoalign.train.refusal_tokens`);
 - `to_dict` (what wandb and tensorboard log) has every secret scrubbed.
 """
 
@@ -45,6 +46,17 @@ class SFTScriptArguments(_TokenizerFields, trl.ScriptArguments):
 
     dataset_train_split: str = field(default="train_sft", metadata={"help": "Split to train on."})
     dataset_test_split: str = field(default="test_sft", metadata={"help": "Split to evaluate on."})
+    refusal_tokens: str = field(
+        default="none",
+        metadata={
+            "help": "Refusal tokens (Jain et al., arXiv 2412.06748): 'single' starts every refusal (rows of kind "
+            "safety) with <|refuse|> and every other answer with <|respond|>; 'per_category' uses one "
+            "<|refuse:CATEGORY|> per value of the rows' 'category' column instead. The tokens are added to the "
+            "tokenizer, their embedding rows trained and saved with the adapter; at inference the hf model options "
+            "refusal_bias / refusal_threshold set the refusal rate. 'none' trains on the rows as they are.",
+            "choices": ["none", "single", "per_category"],
+        },
+    )
 
 
 @dataclass

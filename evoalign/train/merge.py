@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from evoalign.errors import ConfigError
+from evoalign.models.refusal_tokens import resize_for_tokenizer
 from evoalign.train.models import resolve_model_path
 from evoalign.train.tokenizer import align_model_with_tokenizer
 
@@ -50,8 +51,9 @@ def merge_adapter(
     model = AutoModelForCausalLM.from_pretrained(
         base_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     )
-    merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_path), trust_remote_code=trust_remote_code)
+    resize_for_tokenizer(model, tokenizer)  # tokens added in training (refusal tokens): the adapter holds their rows
+    merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
     align_model_with_tokenizer(merged, tokenizer)
     output_dir = Path(output_dir)
     merged.save_pretrained(output_dir)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evoalign.config import ConfigParser
+from evoalign.train import refusal_tokens
 from evoalign.train.configs import DPOConfig, DPOScriptArguments, SFTConfig, SFTScriptArguments
 from evoalign.train.run import PreparedRun, prepare_run, train_and_save
 
@@ -24,17 +25,25 @@ def build_trainer(task: str, script_args: Any, training_args: Any, model_args: A
     import trl
 
     run = prepare_run(task, script_args, training_args, model_args)
+    model, peft_config = model_args.model_name_or_path, trl.get_peft_config(model_args)
+    quantization_config = trl.get_quantization_config(model_args)
+    if run.refusal_tokens is not None:  # loaded here: the embeddings grow before PEFT wraps the model
+        setup = run.refusal_tokens
+        model = refusal_tokens.load_model(model, training_args, quantization_config, run.tokenizer, setup, peft_config)
+        quantization_config = None
     trainer_class = getattr(trl, TASKS[task][2])
     trainer = trainer_class(
-        model=model_args.model_name_or_path,
+        model=model,
         args=training_args,
         train_dataset=run.train_dataset,
         eval_dataset=run.eval_dataset,
         processing_class=run.tokenizer,
         callbacks=run.callbacks,
-        peft_config=trl.get_peft_config(model_args),
-        quantization_config=trl.get_quantization_config(model_args),
+        peft_config=peft_config,
+        quantization_config=quantization_config,
     )
+    if run.refusal_tokens is not None:
+        refusal_tokens.finish_wrapped_model(trainer.model)
     return trainer, run
 
 

@@ -22,6 +22,7 @@ from evoalign.train.callbacks import RunConfigCallback, save_scrubbed_arguments
 from evoalign.train.data import DPO_COLUMNS, SFT_COLUMNS, load_splits
 from evoalign.train.model_card import write_model_card
 from evoalign.train.models import resolve_model_path
+from evoalign.train.refusal_tokens import RefusalTokenSetup, apply_to_splits
 from evoalign.train.tokenizer import TokenizerFix, align_model_with_tokenizer, fix_tokenizer
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class PreparedRun:
     train_dataset: Dataset
     eval_dataset: Dataset | None
     callbacks: list[TrainerCallback]
+    refusal_tokens: RefusalTokenSetup | None = None  # SFT with refusal tokens: the model must learn their rows
 
 
 def _setup_logging(training_args: TrainingArguments) -> None:
@@ -148,7 +150,13 @@ def prepare_run(task: str, script_args: Any, training_args: TrainingArguments, m
     tokenizer, fix = _fixed_tokenizer(script_args, training_args, model_args)
     logger.info("model %s -> %s; tokenizer %s", spec, model_args.model_name_or_path, fix.describe())
     train_dataset, eval_dataset = _load_data(task, script_args, training_args)
+    refusal = None
+    if getattr(script_args, "refusal_tokens", "none") != "none":
+        splits = {"train": train_dataset, "test": eval_dataset}
+        splits, refusal = apply_to_splits(script_args.refusal_tokens, tokenizer, splits, script_args.dataset_name)
+        train_dataset, eval_dataset = splits["train"], splits["test"]
     config = _run_config(task, spec, fix, script_args, training_args, model_args)
+    config["refusal_tokens"] = refusal.describe() if refusal else None
     return PreparedRun(
         task=task,
         model_spec=spec,
@@ -157,6 +165,7 @@ def prepare_run(task: str, script_args: Any, training_args: TrainingArguments, m
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         callbacks=[RunConfigCallback(config)],
+        refusal_tokens=refusal,
     )
 
 
