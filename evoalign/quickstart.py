@@ -171,9 +171,12 @@ def _without_unproduced_models(eval_config: dict[str, Any], run: Path) -> dict[s
     kept = []
     for model in eval_config["models"]:
         spec = str(model.get("spec", "")) if isinstance(model, dict) else str(model)
-        folder = Path(spec.removeprefix("hf:")) if spec.startswith("hf:") else None
-        if folder is not None and folder.is_relative_to(run) and not (folder / "config.json").is_file():
-            print(f"[quickstart] eval: skipping {model.get('name', spec)}: {folder} was not produced")
+        needed = [Path(spec.removeprefix("hf:")) / "config.json"] if spec.startswith("hf:") else []
+        if isinstance(model, dict) and model.get("steering"):
+            needed.append(Path(model["steering"]))
+        missing = [path for path in needed if path.is_relative_to(run) and not path.is_file()]
+        if missing:
+            print(f"[quickstart] eval: skipping {model.get('name', spec)}: {missing[0]} was not produced")
             continue
         kept.append(model)
     return {**eval_config, "models": kept}

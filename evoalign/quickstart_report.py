@@ -157,25 +157,47 @@ def _guarded_lines(run: Path) -> list[str]:
     ]
 
 
+EDIT_NAMES = {"ablation": "+ablation", "probe": "+probe steering"}  # the eval model name of each steer method
+
+
+def _chosen_edit(chosen: dict[str, Any], method: str) -> str:
+    if method == "probe":
+        return (
+            f"direction layer {chosen['layer']}, position {chosen['position']}, probe layer {chosen['probe_layer']}, "
+            f"threshold {chosen['threshold']}"
+        )
+    return f"layer {chosen['layer']}, position {chosen['position']}, strength {chosen['strength']}"
+
+
 def _ablation_lines(run: Path) -> list[str]:
     report = _load(run / "ablate" / "ablation.json")
     base, chosen = report.get("base") or {}, report.get("chosen")
-    sizes = report.get("sizes") or {}
+    sizes, method = report.get("sizes") or {}, report.get("method", "ablation")
     if chosen is None:
         outcome = "**no candidate met the rule**, so nothing was saved and there is no edited model to evaluate."
     else:
         before = base.get("benign_refusal")
         relative = (before - chosen["benign_refusal"]) / before if before else None
-        outcome = (
-            f"chosen: layer {chosen['layer']}, position {chosen['position']}, strength {chosen['strength']}: benign "
-            f"{chosen['benign_refusal']:.1f}% ({_pct(relative)} less, relative; the held-out check asks for "
-            f"{MIN_RELATIVE_REDUCTION:.0%}), harmful {chosen['harmful_refusal']:.1f}%, saved as the model folder "
-            "`ablate/` (`hf:` spec)."
+        saved = (
+            "the steering file `ablate/steering.safetensors` (hf option `steering`)"
+            if method == "probe"
+            else "the model folder `ablate/` (`hf:` spec)"
         )
+        outcome = (
+            f"chosen: {_chosen_edit(chosen, method)}: benign {chosen['benign_refusal']:.1f}% ({_pct(relative)} less, "
+            f"relative; the held-out check asks for {MIN_RELATIVE_REDUCTION:.0%}), harmful "
+            f"{chosen['harmful_refusal']:.1f}%, saved as {saved}."
+        )
+    what = (
+        "Probe-conditioned steering (SCANS): the refusal direction is removed only for requests a harmfulness probe "
+        "reads as harmless; direction and probe"
+        if method == "probe"
+        else "False-refusal direction ablation: directions"
+    )
     return [
         "## Mitigation chosen on validation",
         "",
-        f"False-refusal direction ablation: directions fitted on {sizes.get('harmful', 'n/a')} harmful, "
+        f"{what} fitted on {sizes.get('harmful', 'n/a')} harmful, "
         f"{sizes.get('harmless', 'n/a')} ordinary and {sizes.get('pseudo_harmful', 'n/a')} pseudo-harmful training "
         f"prompts (the evolved rows among them); {len(report.get('candidates', []))} candidates tried on "
         f"{sizes.get('validation_benign', 'n/a')} benign and {sizes.get('validation_harmful', 'n/a')} harmful "
@@ -223,7 +245,8 @@ def _rejected_edit(run: Path) -> list[dict[str, Any]]:
     report = _load(run / "ablate" / "ablation.json")
     if not report or report.get("chosen") is not None:
         return []
-    return [{"model": "+ablation", "rejected_on_validation": True, "ok_over_refusal": False, "ok_harmful": False}]
+    name = EDIT_NAMES[report.get("method", "ablation")]
+    return [{"model": name, "rejected_on_validation": True, "ok_over_refusal": False, "ok_harmful": False}]
 
 
 def write_report(run: Path, timings: dict[str, float], seconds: float) -> Path:

@@ -169,3 +169,20 @@ def test_quickstart_trains_its_batches_of_8_rows_and_4_pairs_one_sequence_or_pai
         assert training_args.per_device_train_batch_size == 1
         assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == effective
     assert configs["dpo"]["gradient_checkpointing"] is True
+
+
+def test_eval_skips_an_edit_the_run_did_not_produce(tmp_path, capsys):
+    from evoalign.quickstart import _without_unproduced_models
+
+    (tmp_path / "guarded" / "model").mkdir(parents=True)
+    (tmp_path / "guarded" / "model" / "config.json").write_text("{}")
+    base = {"name": "guarded", "spec": f"hf:{tmp_path}/guarded/model"}
+    steered = {**base, "name": "+probe steering", "steering": f"{tmp_path}/ablate/steering.safetensors"}
+    edited = {"name": "+ablation", "spec": f"hf:{tmp_path}/ablate"}
+    config = {"models": [base, steered, edited, {"name": "elsewhere", "spec": "hf:/nowhere"}]}
+    assert [m["name"] for m in _without_unproduced_models(config, tmp_path)["models"]] == ["guarded", "elsewhere"]
+    assert "skipping +probe steering" in capsys.readouterr().out
+    (tmp_path / "ablate").mkdir()
+    (tmp_path / "ablate" / "steering.safetensors").write_bytes(b"x")
+    kept = _without_unproduced_models(config, tmp_path)["models"]
+    assert [m["name"] for m in kept] == ["guarded", "+probe steering", "elsewhere"]
