@@ -90,6 +90,40 @@ def trained(base_dir, data_dir, tmp_path_factory):
     return trainer, run, deltas, out
 
 
+def _token_row_change(base_dir, data_dir, out, token_learning_rate) -> float:
+    """How far training moved the control tokens' rows at a small LoRA learning rate."""
+    from evoalign.train.run import train_and_save
+
+    flags = tiny_run_flags(
+        base_dir,
+        data_dir,
+        out,
+        refusal_tokens="single",
+        max_steps=3,
+        learning_rate=1e-4,
+        refusal_token_learning_rate=token_learning_rate,
+    )
+    trainer, run, (script_args, _, model_args) = build_recipe_trainer("sft", SFT_LORA, *flags)
+    rows = {n: p for n, p in trainer.model.named_parameters() if "trainable_tokens_delta" in n}
+    before = {n: p.detach().clone() for n, p in rows.items()}
+    train_and_save(trainer, run, script_args, model_args)
+    return sum(float((p.detach() - before[n]).norm()) for n, p in rows.items())
+
+
+@pytest.mark.train
+def test_token_rows_train_at_their_own_learning_rate(base_dir, data_dir, tmp_path):
+    torch.set_num_threads(1)
+    same = _token_row_change(base_dir, data_dir, tmp_path / "same", 0)
+    own = _token_row_change(base_dir, data_dir, tmp_path / "own", 1e-2)
+    assert own > 20 * same > 0
+
+
+def test_negative_token_learning_rate_is_an_error(base_dir, data_dir, tmp_path):
+    flags = tiny_run_flags(base_dir, data_dir, tmp_path, refusal_tokens="single", refusal_token_learning_rate=-1)
+    with pytest.raises(ConfigError, match="refusal_token_learning_rate must be >= 0, got -1"):
+        build_recipe_trainer("sft", SFT_LORA, *flags)
+
+
 def _first_logits(model: HFChatModel, conversation=CONVERSATION) -> torch.Tensor:
     ids = torch.tensor(model.prompt_ids([conversation]), device=model.device)
     with torch.inference_mode():

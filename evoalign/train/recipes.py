@@ -44,6 +44,7 @@ def build_trainer(task: str, script_args: Any, training_args: Any, model_args: A
     )
     if run.refusal_tokens is not None:
         refusal_tokens.finish_wrapped_model(trainer.model)
+        refusal_tokens.give_token_rows_their_learning_rate(trainer, script_args.refusal_token_learning_rate)
     return trainer, run
 
 

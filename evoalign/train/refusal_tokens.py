@@ -188,6 +188,26 @@ def load_model(
     return model
 
 
+def give_token_rows_their_learning_rate(trainer: Any, learning_rate: float) -> None:
+    """Create the trainer's optimizer with the control tokens' trainable rows in a parameter group of their own at
+    `learning_rate` (0: leave them at the run's). Why: a new row starts as a copy of its word's row, and with tied
+    embeddings its logit equals that word's until the row moves, so the model splits the first-token probability
+    between the token and the word; at a LoRA learning rate the rows hardly move in a short run (measured on
+    smollm2-guarded: 2% of the row's norm after 27 steps at 2e-4, p(<|refuse|>) at most 0.12 on training prompts)."""
+    if learning_rate < 0:
+        raise ConfigError(f"refusal_token_learning_rate must be >= 0, got {learning_rate}")
+    if learning_rate == 0:
+        return
+    rows = {id(p) for n, p in trainer.model.named_parameters() if "trainable_tokens_delta" in n and p.requires_grad}
+    optimizer = trainer.create_optimizer()
+    moved = []
+    for group in optimizer.param_groups:
+        moved += [{**group, "params": [p for p in group["params"] if id(p) in rows], "lr": learning_rate}]
+        group["params"] = [p for p in group["params"] if id(p) not in rows]
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups + moved if g["params"]]
+    logger.info("refusal token rows: %d tensors at learning rate %g", len(rows), learning_rate)
+
+
 def finish_wrapped_model(model: Any) -> None:
     """Two fixes on the PEFT-wrapped model: it saves its trained token rows without the whole (resized) embedding
     matrices, which PEFT would otherwise add to the adapter because the vocabulary grew; and a wrapped bias-free
