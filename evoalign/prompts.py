@@ -4,7 +4,9 @@
 - `safety_prior`: the safety-prior system prompt of the EvoRefuse paper, which raises refusal rates;
 - `refusal_prone`: a cautious system prompt plus a few refusal examples. The bundled SmolLM2 alone does not
   refuse harmful requests; with this prefix it refuses them and also over-refuses harmless requests that
-  look harmful, which makes it a real, cheap target for the pipeline (see docs/reproduction.md).
+  look harmful, which makes it a real, cheap target for the pipeline (see docs/reproduction.md);
+- `refusal_prone_examples`: refusal_prone's example turns without its system prompt, e.g. behind a learnt (DRO)
+  safety prompt that replaces that system prompt.
 
 Users pass their own prefix as a list of messages wherever a condition name is accepted.
 """
@@ -51,6 +53,7 @@ CONDITIONS: dict[str, list[Message]] = {
     "default": [],
     "safety_prior": [{"role": "system", "content": SAFETY_PRIOR}],
     "refusal_prone": _few_shot(CAUTIOUS_SYSTEM, _REFUSAL_EXAMPLES),
+    "refusal_prone_examples": _few_shot(CAUTIOUS_SYSTEM, _REFUSAL_EXAMPLES)[1:],
 }
 
 

@@ -12,7 +12,7 @@ from evoalign.config import parse_config
 from evoalign.errors import ConfigError, DataError, ModelError, run_main
 from evoalign.models import check_model, load_model
 from evoalign.models.soft_prompt import META_FILE, TENSOR_FILE, SoftPrompt
-from evoalign.prompts import SAFETY_PRIOR
+from evoalign.prompts import CAUTIOUS_SYSTEM, SAFETY_PRIOR, condition_prefix, with_condition
 from evoalign.train import dro
 from evoalign.train.dro import DROConfig, estimate_directions, initial_embeddings, representations, train_soft_prompt
 
@@ -154,7 +154,7 @@ def test_the_soft_prompt_option_changes_logits_as_manual_insertion_does(tiny_mod
     [
         (["--pca_components", "0"], "'pca_components'"),
         (["--learning_rate", "0"], "'learning_rate'"),
-        (["--init_prompt", "refusal_prone"], "'init_prompt'"),
+        (["--init_prompt", "refusal_prone_examples"], "'init_prompt'"),  # no system message to replace
         (["--harmful", "[xstest]"], "'harmful'"),
         (["--model", "openai:gpt-4o"], "'model'"),
         (["--judge", "no-such-judge"], "'judge'"),
@@ -174,7 +174,7 @@ def test_the_recipe_end_to_end_writes_a_loadable_prompt(tiny_model_dir, tmp_path
     for kind, prompts in (("harmful", HARMFUL), ("harmless", HARMLESS)):
         (tmp_path / f"{kind}.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
 
-    def made_up_labels(chat_model, judge, anchors, init_text, config, out):  # a random model refuses nothing
+    def made_up_labels(chat_model, judge, anchors, config, out):  # a random model refuses nothing
         return {
             "none": {"harmful": [True, False] * 3, "harmless": [False] * 6},
             "written": {"harmful": [True] * 6, "harmless": [True, False, False] * 2},
@@ -198,6 +198,7 @@ def test_the_recipe_end_to_end_writes_a_loadable_prompt(tiny_model_dir, tmp_path
     meta = json.loads((out / META_FILE).read_text())
     assert meta["init_prompt"] == SAFETY_PRIOR and meta["init_tokenization_matches_text"] is True
     assert meta["num_virtual_tokens"] == len(meta["init_token_ids"])
+    assert meta["context"] == [] and meta["use_with_condition"] == report["use_with_condition"] == "default"
     assert (out / "run_info.json").is_file() and not (out / dro.CHECKPOINT).exists()
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     assert dro.main(argv) == 0  # done: the report is returned, nothing is redone
@@ -236,6 +237,31 @@ def test_the_soft_prompt_sits_in_llama31s_system_message(tmp_path):
         logits = steered.hf_model(input_ids=torch.tensor([row])).logits[0, -1]
         expected = plain.hf_model(input_ids=torch.tensor(plain.prompt_ids([written]))).logits[0, -1]
     assert torch.allclose(logits, expected, atol=1e-5)  # started from the written prompt: the same model input
+
+
+def test_a_written_prompt_with_example_turns_is_replaced_in_place_and_keeps_them(tiny, tmp_path):
+    init_text, context = dro.written_prompt("refusal_prone")
+    assert init_text == CAUTIOUS_SYSTEM and [m["role"] for m in context] == ["user", "assistant"] * 4
+    assert dro.context_condition(context) == "refusal_prone_examples"
+    assert dro.conditions(init_text, context)["written"] == condition_prefix("refusal_prone")
+
+    init, _ = initial_embeddings(tiny, init_text)
+    SoftPrompt(init).save(tmp_path / "sp", {})
+    steered = load_model({"spec": f"hf:{tiny.path}", "soft_prompt": str(tmp_path / "sp")})
+    with torch.no_grad():  # the soft prompt at its start + the example turns = the written condition, logit for logit
+        learnt = steered.hf_model(input_ids=torch.tensor(steered.prompt_ids(with_condition(["Hi"], context))))
+        written = tiny.hf_model(input_ids=torch.tensor(tiny.prompt_ids(with_condition(["Hi"], "refusal_prone"))))
+    assert torch.allclose(learnt.logits[0, -1], written.logits[0, -1], atol=1e-5)
+
+    config = _config(tmp_path, init_prompt="refusal_prone")
+    prompts = HARMFUL + HARMLESS
+    states = [representations(tiny, prompts, p, config, None) for p in dro.conditions(init_text, context).values()]
+    refused = [False, True, False, False, True, False] * 2 + [True, True, True, False, True, False] * 2
+    harmful = [True] * len(HARMFUL) + [False] * len(HARMLESS)
+    estimate = estimate_directions(torch.cat(states), refused, harmful * 2, config.pca_components)
+    soft, log = train_soft_prompt(tiny, prompts, harmful, estimate, init, config)
+    assert log[0]["regularization"] == pytest.approx(0.0, abs=1e-8)  # starts at the written condition, turns included
+    assert log[-1]["loss"] < log[0]["loss"]
 
 
 def test_a_model_that_never_refuses_gives_no_direction():

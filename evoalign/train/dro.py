@@ -55,7 +55,7 @@ from evoalign.models.base import SamplingParams
 from evoalign.models.pool import ModelPool
 from evoalign.models.soft_prompt import SoftPrompt, inserted, soft_prompt_ids
 from evoalign.progress import progress_bar
-from evoalign.prompts import CONDITIONS, with_condition
+from evoalign.prompts import CONDITIONS, Message, with_condition
 from evoalign.runinfo import write_run_info
 
 logger = logging.getLogger("evoalign.dro")
@@ -81,8 +81,9 @@ class DROConfig:
     init_prompt: str = field(
         default="safety_prior",
         metadata={
-            "help": "The written safety prompt the soft prompt starts from: a prompt condition that is one system "
-            "message (safety_prior), or the prompt's text."
+            "help": "The written safety prompt the soft prompt starts from: a prompt condition that starts with a "
+            "system message (safety_prior; refusal_prone, whose example turns then stay in every conversation), "
+            "or the prompt's text."
         },
     )
     harmful: Any = field(
@@ -131,7 +132,7 @@ class DROConfig:
         if options.get("soft_prompt") or options.get("steering"):
             raise ConfigError(f"{where}: 'model' is the plain base model, without soft_prompt or steering")
         check_judge(self.judge, f"{where}: 'judge'")
-        initial_prompt_text(self.init_prompt, where)
+        written_prompt(self.init_prompt, where)
         for name in KINDS:
             suite = getattr(self, name)
             check_suite(suite, f"{where}: '{name}'")
@@ -155,19 +156,28 @@ class DROConfig:
             raise ConfigError(f"{where}: 'dtype' is auto, bfloat16, float16 or float32, got {self.dtype!r}")
 
 
-def initial_prompt_text(init_prompt: str, where: str = "config") -> str:
-    """The written prompt's text: a condition made of one system message, or the text itself."""
+def written_prompt(init_prompt: str, where: str = "config") -> tuple[str, list[Message]]:
+    """(the system prompt's text the soft prompt replaces, the turns that follow it in every conversation).
+
+    A condition that is one system message has no turns after it; one with example turns after its system message
+    (refusal_prone) keeps them, so that the soft prompt replaces only the written system text; text given directly
+    is a system prompt with no turns after it."""
     if not isinstance(init_prompt, str) or not init_prompt.strip():
         raise ConfigError(f"{where}: 'init_prompt' must be a condition name or the prompt's text, got {init_prompt!r}")
     prefix = CONDITIONS.get(init_prompt)
     if prefix is None:
-        return init_prompt
-    if len(prefix) != 1 or prefix[0]["role"] != "system":
+        return init_prompt, []
+    if not prefix or prefix[0]["role"] != "system" or any(m["role"] == "system" for m in prefix[1:]):
         raise ConfigError(
-            f"{where}: 'init_prompt' condition '{init_prompt}' is not a single system message; a soft prompt "
-            "replaces a system prompt (give the prompt's text instead)"
+            f"{where}: 'init_prompt' condition '{init_prompt}' does not start with its only system message; a soft "
+            "prompt replaces a system prompt (give the prompt's text instead)"
         )
-    return prefix[0]["content"]
+    return prefix[0]["content"], [dict(m) for m in prefix[1:]]
+
+
+def context_condition(context: list[Message]) -> str | None:
+    """The named prompt condition made of exactly these turns (what a stage puts after the soft prompt), if any."""
+    return next((name for name, prefix in CONDITIONS.items() if prefix == context), None)
 
 
 # --- anchors and their labels ---
@@ -188,9 +198,10 @@ def load_anchors(config: DROConfig) -> dict[str, list[str]]:
     return anchors
 
 
-def conditions(init_text: str) -> dict[str, list[dict[str, str]]]:
-    """The two prompt conditions the directions are estimated under: no system prompt, the written one."""
-    return {"none": [], "written": [{"role": "system", "content": init_text}]}
+def conditions(init_text: str, context: list[Message] = ()) -> dict[str, list[Message]]:
+    """The two prompt conditions the directions are estimated under: no system prompt and the written one, each
+    followed by the written prompt's example turns (`context`, usually none)."""
+    return {"none": [*context], "written": [{"role": "system", "content": init_text}, *context]}
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -205,17 +216,20 @@ def judge_answers(chat_model: Any, judge: Any, prompts: list[str], prefix: list[
     return answers, labels
 
 
-def anchor_labels(chat_model: Any, judge: Any, anchors, init_text: str, config: DROConfig, out: Path):
+def anchor_labels(chat_model: Any, judge: Any, anchors, config: DROConfig, out: Path):
     """{condition: {kind: [refused?]}} from the model's own greedy answers; reused from `anchors.json` on resume."""
     path = out / ANCHORS
+    init_text, context = written_prompt(config.init_prompt)
     key = _fingerprint(chat_model.identity, anchors, init_text, config.judge, config.max_new_tokens)
+    if context:  # keeps the fingerprints of runs without example turns as they were
+        key = _fingerprint(key, context)
     if path.is_file():
         saved = json.loads(read_text_strict(path))
         if saved.get("fingerprint") == key:
             logger.info("reusing the judged anchor answers in %s", path)
             return _flags(saved["rows"])
     rows = []
-    for condition, prefix in conditions(init_text).items():
+    for condition, prefix in conditions(init_text, context).items():
         for kind in KINDS:
             answers, labels = judge_answers(chat_model, judge, anchors[kind], prefix, config, f"{condition} {kind}")
             rows += [
@@ -369,10 +383,10 @@ def initial_embeddings(chat_model: Any, init_text: str) -> tuple[Any, list[int]]
     return embeddings.detach().float().cpu().clone(), ids
 
 
-def soft_states(model: Any, tokenizer: Any, prompts: list[str], embeddings: Any, layer: int):
-    """Representations of `prompts` (user turns) with `embeddings` as the system prompt."""
+def soft_states(model: Any, tokenizer: Any, prompts: list[str], embeddings: Any, layer: int, context=()):
+    """Representations of `prompts` (user turns after the `context` turns) with `embeddings` as the system prompt."""
     with inserted(model, embeddings) as first_id:
-        ids = soft_prompt_ids(tokenizer, with_condition(prompts, None), first_id, embeddings.shape[0])
+        ids = soft_prompt_ids(tokenizer, with_condition(prompts, list(context)), first_id, embeddings.shape[0])
         return last_token_states(model, ids, _pad_id(tokenizer), layer)
 
 
@@ -394,6 +408,7 @@ def train_soft_prompt(
     import torch
 
     model, tokenizer = chat_model.hf_model, chat_model.hf_tokenizer
+    context = written_prompt(config.init_prompt)[1]
     device = model.get_input_embeddings().weight.device
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -401,7 +416,9 @@ def train_soft_prompt(
     with torch.no_grad():
         base = torch.cat(
             [
-                soft_states(model, tokenizer, prompts[s : s + config.batch_size], init.to(device), config.layer)
+                soft_states(
+                    model, tokenizer, prompts[s : s + config.batch_size], init.to(device), config.layer, context
+                )
                 for s in range(0, len(prompts), config.batch_size)
             ]
         )
@@ -427,7 +444,8 @@ def train_soft_prompt(
                 order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(config.seed + epoch))
                 for begin in range(0, len(prompts), config.batch_size):
                     batch = order[begin : begin + config.batch_size].tolist()
-                    states = soft_states(model, tokenizer, [prompts[i] for i in batch], soft, config.layer)
+                    batch_prompts = [prompts[i] for i in batch]
+                    states = soft_states(model, tokenizer, batch_prompts, soft, config.layer, context)
                     terms = dro_losses(states, base[batch], labels[batch], estimate)
                     loss = (
                         terms["refusal"]
@@ -483,7 +501,7 @@ def run_dro(config: DROConfig) -> dict[str, Any]:
         logger.info("%s already done", out)
         return json.loads(read_text_strict(out / REPORT))
     torch.manual_seed(config.seed)
-    init_text = initial_prompt_text(config.init_prompt)
+    init_text, context = written_prompt(config.init_prompt)
     anchors = load_anchors(config)
     model_spec = config.model if isinstance(config.model, dict) else {"spec": config.model}
     chat_model = load_model({**model_spec, "dtype": config.dtype, "batch_size": config.generation_batch_size})
@@ -493,11 +511,11 @@ def run_dro(config: DROConfig) -> dict[str, Any]:
     write_run_info(out, config_to_dict(config), "dro")
     with ModelPool() as pool:
         judge = load_judge(config.judge, pool)
-        labels = anchor_labels(chat_model, judge, anchors, init_text, config, out)
+        labels = anchor_labels(chat_model, judge, anchors, config, out)
         prompts = anchors["harmful"] + anchors["harmless"]
         harmful = [True] * len(anchors["harmful"]) + [False] * len(anchors["harmless"])
         states, refused, harmful_labels = [], [], []
-        for condition, prefix in conditions(init_text).items():
+        for condition, prefix in conditions(init_text, context).items():
             states.append(representations(chat_model, prompts, prefix, config, f"representations ({condition})"))
             refused += labels[condition]["harmful"] + labels[condition]["harmless"]
             harmful_labels += harmful
@@ -517,6 +535,8 @@ def run_dro(config: DROConfig) -> dict[str, Any]:
             "init_prompt": init_text,
             "init_token_ids": init_ids,
             "init_tokenization_matches_text": _same_tokens(chat_model, init_ids, init_text),
+            "context": context,
+            "use_with_condition": context_condition(context),
             "layer": config.layer,
             "pca_components": config.pca_components,
         }
@@ -524,6 +544,7 @@ def run_dro(config: DROConfig) -> dict[str, Any]:
         report: dict[str, Any] = {
             "model": config.model,
             "init_prompt": init_text,
+            "use_with_condition": context_condition(context) or "the turns in soft_prompt.json's 'context'",
             "num_virtual_tokens": len(init_ids),
             "anchors": {kind: len(anchors[kind]) for kind in KINDS},
             "estimate": {
@@ -577,7 +598,8 @@ def _learnt_flags(chat_model: Any, judge: Any, anchors, config: DROConfig) -> di
     try:
         found = {}
         for kind in KINDS:
-            _, labels = judge_answers(learnt, judge, anchors[kind], [], config, f"learnt {kind}")
+            context = written_prompt(config.init_prompt)[1]
+            _, labels = judge_answers(learnt, judge, anchors[kind], context, config, f"learnt {kind}")
             found[kind] = [is_refusing(label) for label in labels]
         return found
     finally:
@@ -597,4 +619,5 @@ def main(argv: list[str] | None = None) -> int:
     first, last = report["loss"]["first"], report["loss"]["last"]
     if first and last:
         print(f"loss {first['loss']:.4f} -> {last['loss']:.4f}; soft prompt -> {config.output_dir}")
+    print(f"use it as {{spec: ..., soft_prompt: {config.output_dir}}} with condition {report['use_with_condition']}")
     return 0
