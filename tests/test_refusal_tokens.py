@@ -90,8 +90,8 @@ def trained(base_dir, data_dir, tmp_path_factory):
     return trainer, run, deltas, out
 
 
-def _token_row_change(base_dir, data_dir, out, token_learning_rate) -> float:
-    """How far training moved the control tokens' rows at a small LoRA learning rate."""
+def _token_row_change(base_dir, data_dir, out, token_learning_rate) -> dict[str, float]:
+    """How far training moved the control tokens' rows at a small LoRA learning rate, per embedding module."""
     from evoalign.train.run import train_and_save
 
     flags = tiny_run_flags(
@@ -107,7 +107,10 @@ def _token_row_change(base_dir, data_dir, out, token_learning_rate) -> float:
     rows = {n: p for n, p in trainer.model.named_parameters() if "trainable_tokens_delta" in n}
     before = {n: p.detach().clone() for n, p in rows.items()}
     train_and_save(trainer, run, script_args, model_args)
-    return sum(float((p.detach() - before[n]).norm()) for n, p in rows.items())
+    return {
+        n.split(".token_adapter")[0].rsplit(".", 1)[-1]: float((p.detach() - before[n]).norm())
+        for n, p in rows.items()
+    }
 
 
 @pytest.mark.train
@@ -115,7 +118,8 @@ def test_token_rows_train_at_their_own_learning_rate(base_dir, data_dir, tmp_pat
     torch.set_num_threads(1)
     same = _token_row_change(base_dir, data_dir, tmp_path / "same", 0)
     own = _token_row_change(base_dir, data_dir, tmp_path / "own", 1e-2)
-    assert own > 20 * same > 0
+    assert own["lm_head"] > 20 * same["lm_head"] > 0  # the output rows (logits) at their own rate
+    assert 0 < own["embed_tokens"] < 2 * same["embed_tokens"]  # the input rows at the run's
 
 
 def test_negative_token_learning_rate_is_an_error(base_dir, data_dir, tmp_path):
@@ -181,11 +185,27 @@ def test_per_category_on_a_tied_embedding_trains_reloads_and_steers_by_category(
     trainer, run, (script_args, _, model_args) = build_recipe_trainer("sft", SFT_LORA, *flags)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "trainable_tokens_delta" in n}
     train_and_save(trainer, run, script_args, model_args)
-    assert len(before) == 1  # the tied output embedding follows the input rows
-    assert all(not torch.equal(dict(trainer.model.named_parameters())[n], v) for n, v in before.items())
+    # the tied output embedding is untied: the control tokens get output rows apart from their input rows
+    assert {name.split(".token_adapter")[0].rsplit(".", 1)[-1] for name in before} == {"embed_tokens", "lm_head"}
+    after = dict(trainer.model.named_parameters())
+    assert all(not torch.equal(after[n], v) for n, v in before.items())
     model = HFChatModel(str(base), adapter=str(tmp_path / "out"), device="cpu", refusal_bias={"weapons": 1e4})
     sample = model.generate([CONVERSATION])[0][0]
     assert sample.tokens[0] == category_token("weapons") and "<|" not in sample.text
+    ids = torch.tensor(model.prompt_ids([CONVERSATION]))
+    trainer.model.eval()
+    with torch.inference_mode():  # the tied base, untied for the adapter, gives the trained model's logits
+        expected = trainer.model(input_ids=ids).logits[0, -1]
+    torch.testing.assert_close(_first_logits(model), expected.float(), atol=1e-4, rtol=1e-4)
+    untied = model.hf_model.get_base_model()
+    assert untied.get_output_embeddings().weight is not untied.get_input_embeddings().weight
+    from evoalign.train.merge import merge_adapter
+
+    merged = HFChatModel(
+        str(merge_adapter(tmp_path / "out", tmp_path / "merged", base_model=str(base), dtype="float32"))
+    )
+    torch.testing.assert_close(_first_logits(merged), expected.float(), atol=1e-4, rtol=1e-4)
+    assert merged.hf_model.config.tie_word_embeddings is False
 
 
 def test_bias_multiplies_the_odds_of_refusing_by_exp_b(control_model_dir):

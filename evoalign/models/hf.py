@@ -16,7 +16,7 @@ from typing import Any
 from evoalign.errors import ModelError
 from evoalign.models.base import TOKENIZE, TRANSFORMERS, ChatModel, Sample, SamplingParams, Score
 from evoalign.models.cache import weights_fingerprint
-from evoalign.models.refusal_tokens import RefusalKnob, resize_for_tokenizer
+from evoalign.models.refusal_tokens import RefusalKnob, prepare_base_for_adapter
 from evoalign.models.sampling import RecordingSampler, row_seed
 from evoalign.paths import is_local_path
 from evoalign.progress import progress_bar
@@ -163,7 +163,7 @@ class HFChatModel(ChatModel):
         if adapter_tokenizer.is_file():  # an adapter trained with added (refusal) tokens brings them and their rows
             tokenizer = load_tokenizer(str(adapter_tokenizer.parent))
             if len(tokenizer) > len(self.tokenizer):
-                resize_for_tokenizer(self.model, tokenizer)
+                prepare_base_for_adapter(self.model, tokenizer, self.adapter)
                 self.tokenizer = tokenizer
         self.model = PeftModel.from_pretrained(self.model, self.adapter).to(self.device)
 

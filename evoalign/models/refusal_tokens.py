@@ -18,10 +18,12 @@ backend share the names, nothing else) and holds the logits processor; torch is 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from evoalign.errors import ModelError
@@ -177,3 +179,41 @@ def resize_for_tokenizer(model: Any, tokenizer: Any) -> bool:
         return False
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return True
+
+
+def untie_output_embeddings(model: Any) -> bool:
+    """Give an output embedding that shares the input embedding's matrix a copy of its own, and record it in the
+    config so that saving and reloading keep the two apart; True when they were tied.
+
+    Refusal-token training does this so that a control token has two rows: its output row (its logit) learns to
+    tell refusing from answering, while its input row (what the model reads after it) stays close to the word it
+    started from."""
+    import torch
+
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    if outputs is None or outputs.weight is not inputs.weight:
+        return False
+    outputs.weight = torch.nn.Parameter(inputs.weight.detach().clone(), requires_grad=inputs.weight.requires_grad)
+    configs = [model.config, model.config.get_text_config()]
+    for config in configs:
+        config.tie_word_embeddings = False
+    return True
+
+
+def module_attribute_name(model: Any, module: Any) -> str | None:
+    """The last part of `module`'s name in `model` (`embed_tokens`, `lm_head`), as PEFT's per-module options take it."""
+    name = next((name for name, candidate in model.named_modules() if candidate is module), None)
+    return name.rsplit(".", 1)[-1] if name else None
+
+
+def prepare_base_for_adapter(model: Any, tokenizer: Any, adapter: str | Path) -> None:
+    """Shape a base model like the one an adapter was trained on: embeddings grown to the adapter's tokenizer
+    (control tokens added in training) and, when the adapter trained rows of the output embedding of a model with
+    tied embeddings, the output embedding untied (`untie_output_embeddings`)."""
+    resize_for_tokenizer(model, tokenizer)
+    config = Path(adapter).expanduser() / "adapter_config.json"
+    indices = (
+        json.loads(config.read_text(encoding="utf-8")).get("trainable_token_indices") if config.is_file() else None
+    )
+    if isinstance(indices, dict) and module_attribute_name(model, model.get_output_embeddings()) in indices:
+        untie_output_embeddings(model)

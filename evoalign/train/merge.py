@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from evoalign.errors import ConfigError
-from evoalign.models.refusal_tokens import resize_for_tokenizer
+from evoalign.models.refusal_tokens import prepare_base_for_adapter
 from evoalign.train.models import resolve_model_path
 from evoalign.train.tokenizer import align_model_with_tokenizer
 
@@ -52,7 +52,8 @@ def merge_adapter(
         base_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
     )
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_path), trust_remote_code=trust_remote_code)
-    resize_for_tokenizer(model, tokenizer)  # tokens added in training (refusal tokens): the adapter holds their rows
+    # refusal tokens added in training: the adapter holds their rows (and untied output rows, if any)
+    prepare_base_for_adapter(model, tokenizer, adapter_path)
     merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
     align_model_with_tokenizer(merged, tokenizer)
     output_dir = Path(output_dir)

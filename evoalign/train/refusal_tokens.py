@@ -7,12 +7,15 @@ one use `<|refuse:other|>`) in front of its completion; a row of kind `benign` g
 stays model- and mode-agnostic: one data folder trains with or without tokens, single or per category.
 
 The model side: the tokens become added special tokens of the tokenizer (so decoding with `skip_special_tokens`
-strips them); the embeddings grow when the tokenizer outgrows them; each new row starts as the mean embedding of a
-word that opens such answers ("Sorry" for refusal tokens, "Sure" for `<|respond|>`; both the input and an untied
-output embedding), so the model's first guess between refusing and answering is already sensible. With LoRA, the
-new rows are PEFT trainable tokens (`trainable_token_indices` on the input embedding and on an untied output
-embedding) and the adapter saves only those rows (`save_embedding_layers=False`), not the whole vocabulary;
-`recipes/merge.py` and the hf backend grow a base model to the adapter's tokenizer before loading the adapter.
+strips them); an output embedding tied to the input embedding (SmolLM2) is untied, so that each control token has
+an output row (its logit, which learns to tell refusing from answering, at `refusal_token_learning_rate`) apart
+from its input row (what the model reads after it, at the run's learning rate); the embeddings grow when the
+tokenizer outgrows them; each new row starts as the mean embedding of a word that opens such answers ("Sorry" for
+refusal tokens, "Sure" for `<|respond|>`; input and output rows alike), so the model's first guess between refusing
+and answering is already sensible. With LoRA, the new rows are PEFT trainable tokens (`trainable_token_indices` on
+both embeddings) and the adapter saves only those rows (`save_embedding_layers=False`), not the whole vocabulary;
+`recipes/merge.py` and the hf backend grow a base model to the adapter's tokenizer, and untie it when the adapter
+holds output rows, before loading the adapter (a merged model is saved untied).
 
 The knob at inference (`refusal_bias`, `refusal_threshold`) is an hf model option: `evoalign.models.refusal_tokens`.
 """
@@ -28,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from evoalign.errors import ConfigError, DataError
 from evoalign.labels import BENIGN, SAFETY
-from evoalign.models.refusal_tokens import REFUSE, RESPOND, category_token, init_word
+from evoalign.models.refusal_tokens import (
+    REFUSE,
+    RESPOND,
+    category_token,
+    init_word,
+    module_attribute_name,
+    untie_output_embeddings,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -133,10 +143,6 @@ def _gathered(params: list[Any]) -> Any:
     return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
-def _module_name(model: Any, module: Any) -> str:
-    return next(name for name, candidate in model.named_modules() if candidate is module).rsplit(".", 1)[-1]
-
-
 def init_rows(model: Any, tokenizer: Any, setup: RefusalTokenSetup) -> list[int]:
     """Grow the embeddings to the tokenizer and start each added token's rows from its word's mean embedding;
     returns the ids of all the run's control tokens."""
@@ -166,8 +172,9 @@ def load_model(
     setup: RefusalTokenSetup,
     peft_config: Any,
 ) -> Any:
-    """The model as TRL's trainer would load it from `path`, grown to the control tokens, whose rows `peft_config`
-    makes trainable (input embedding, and the output embedding when it is not tied)."""
+    """The model as TRL's trainer would load it from `path`, its output embedding untied from the input one
+    (`untie_output_embeddings`), grown to the control tokens, whose input and output rows `peft_config` makes
+    trainable."""
     from trl.trainer.utils import create_model_from_path
 
     kwargs = dict(training_args.model_init_kwargs or {})
@@ -178,34 +185,44 @@ def load_model(
     kwargs.setdefault("trust_remote_code", training_args.trust_remote_code)
     model = create_model_from_path(path, **kwargs)
     training_args.model_init_kwargs = None  # used here; TRL warns about them next to a loaded model
+    if untie_output_embeddings(model):
+        logger.info("refusal tokens: the output embedding is untied from the input embedding (rows of its own)")
     ids = init_rows(model, tokenizer, setup)
     if peft_config is not None:
         inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
-        indices = {_module_name(model, inputs): ids}
-        if outputs is not None and outputs.weight is not inputs.weight:
-            indices[_module_name(model, outputs)] = ids
+        indices = {module_attribute_name(model, inputs): ids}
+        if outputs is not None:
+            indices[module_attribute_name(model, outputs)] = ids
         peft_config.trainable_token_indices = indices
     return model
 
 
 def give_token_rows_their_learning_rate(trainer: Any, learning_rate: float) -> None:
-    """Create the trainer's optimizer with the control tokens' trainable rows in a parameter group of their own at
-    `learning_rate` (0: leave them at the run's). Why: a new row starts as a copy of its word's row, and with tied
-    embeddings its logit equals that word's until the row moves, so the model splits the first-token probability
-    between the token and the word; at a LoRA learning rate the rows hardly move in a short run (measured on
-    smollm2-guarded: 2% of the row's norm after 27 steps at 2e-4, p(<|refuse|>) at most 0.12 on training prompts)."""
+    """Create the trainer's optimizer with the control tokens' output rows (their logits) in a parameter group of
+    their own at `learning_rate` (0: leave them at the run's); their input rows stay at the run's learning rate.
+
+    Why the output rows: a new row starts as a copy of its word's row, so its logit equals that word's until the row
+    moves, and at a LoRA learning rate it hardly moves in a short run (measured on smollm2-guarded: 2% of the row's
+    norm after 27 steps at 2e-4, p(<|refuse|>) at most 0.12 on training prompts). Why not the input rows: when one
+    tied row took 5e-3, `<|respond|>` drifted from "Sure" and, forced, no longer led to answers (docs/training.md)."""
     if learning_rate < 0:
         raise ConfigError(f"refusal_token_learning_rate must be >= 0, got {learning_rate}")
     if learning_rate == 0:
         return
-    rows = {id(p) for n, p in trainer.model.named_parameters() if "trainable_tokens_delta" in n and p.requires_grad}
+    model = trainer.model
+    output = module_attribute_name(model, model.get_output_embeddings())
+    rows = {
+        id(p)
+        for n, p in model.named_parameters()
+        if "trainable_tokens_delta" in n and p.requires_grad and f".{output}." in f".{n}"
+    }
     optimizer = trainer.create_optimizer()
     moved = []
     for group in optimizer.param_groups:
         moved += [{**group, "params": [p for p in group["params"] if id(p) in rows], "lr": learning_rate}]
         group["params"] = [p for p in group["params"] if id(p) not in rows]
     optimizer.param_groups[:] = [g for g in optimizer.param_groups + moved if g["params"]]
-    logger.info("refusal token rows: %d tensors at learning rate %g", len(rows), learning_rate)
+    logger.info("refusal token output rows: %d tensors at learning rate %g", len(rows), learning_rate)
 
 
 def finish_wrapped_model(model: Any) -> None:
