@@ -60,10 +60,11 @@ class SFTScriptArguments(_TokenizerFields, trl.ScriptArguments):
     refusal_token_learning_rate: float = field(
         default=5.0e-3,
         metadata={
-            "help": "Learning rate of the control tokens' embedding rows (the rest trains at learning_rate). Each "
-            "new row starts as a copy of a word's ('Sorry', 'Sure'), so until it moves the model cannot tell the "
-            "token from the word; at a LoRA learning rate it hardly moves in a short run (docs/training.md). "
-            "0: the same as learning_rate. LoRA runs only (full fine-tuning trains the whole embedding).",
+            "help": "Learning rate of the control tokens' output-embedding rows, their logits (their input rows and "
+            "the rest train at learning_rate). Each new row starts as a copy of a word's ('Sorry', 'Sure'), so until "
+            "it moves the model cannot tell the token from the word; at a LoRA learning rate it hardly moves in a "
+            "short run (docs/training.md). 0: the same as learning_rate. LoRA runs only (full fine-tuning trains "
+            "the whole embedding).",
         },
     )
 
