@@ -383,7 +383,9 @@ def initial_embeddings(chat_model: Any, init_text: str) -> tuple[Any, list[int]]
     return embeddings.detach().float().cpu().clone(), ids
 
 
-def soft_states(model: Any, tokenizer: Any, prompts: list[str], embeddings: Any, layer: int, context=()):
+def soft_states(
+    model: Any, tokenizer: Any, prompts: list[str], embeddings: Any, layer: int, context: list[Message] = ()
+):
     """Representations of `prompts` (user turns after the `context` turns) with `embeddings` as the system prompt."""
     with inserted(model, embeddings) as first_id:
         ids = soft_prompt_ids(tokenizer, with_condition(prompts, list(context)), first_id, embeddings.shape[0])
@@ -595,10 +597,10 @@ def _learnt_flags(chat_model: Any, judge: Any, anchors, config: DROConfig) -> di
         model=chat_model.hf_model,
         tokenizer=chat_model.hf_tokenizer,
     )
+    context = written_prompt(config.init_prompt)[1]  # the example turns stay behind the learnt prompt
     try:
         found = {}
         for kind in KINDS:
-            context = written_prompt(config.init_prompt)[1]
             _, labels = judge_answers(learnt, judge, anchors[kind], context, config, f"learnt {kind}")
             found[kind] = [is_refusing(label) for label in labels]
         return found
