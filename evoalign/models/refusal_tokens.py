@@ -18,7 +18,6 @@ backend share the names, nothing else) and holds the logits processor; torch is 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -210,10 +209,9 @@ def prepare_base_for_adapter(model: Any, tokenizer: Any, adapter: str | Path) ->
     """Shape a base model like the one an adapter was trained on: embeddings grown to the adapter's tokenizer
     (control tokens added in training) and, when the adapter trained rows of the output embedding of a model with
     tied embeddings, the output embedding untied (`untie_output_embeddings`)."""
+    from peft import PeftConfig
+
     resize_for_tokenizer(model, tokenizer)
-    config = Path(adapter).expanduser() / "adapter_config.json"
-    indices = (
-        json.loads(config.read_text(encoding="utf-8")).get("trainable_token_indices") if config.is_file() else None
-    )
+    indices = getattr(PeftConfig.from_pretrained(str(Path(adapter).expanduser())), "trainable_token_indices", None)
     if isinstance(indices, dict) and module_attribute_name(model, model.get_output_embeddings()) in indices:
         untie_output_embeddings(model)
