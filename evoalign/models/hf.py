@@ -88,7 +88,7 @@ class HFChatModel(ChatModel):
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 32,
-        min_shared_prefix: int = 32,
+        min_shared_prefix: int = 8,
         trust_remote_code: bool = False,
         revision: str | None = None,
         soft_prompt: str | None = None,
