@@ -9,14 +9,17 @@ same candidates, with K samples of up to `--max-new-tokens` tokens under the saf
   safety prior and judges it for the refusal term;
 - evoalign (`FitnessEvaluator`): all candidates x K samples in one batched `generate` call whose log-probs come
   from the generation itself, then one batched judge call;
-- evoalign with adaptive sampling (`sampling_rule: halving`, docs/evolve.md): the candidates, as one seed's
-  competitors, sampled by sequential halving (rounds of ceil(K/4) samples, the better half goes on), which
-  takes a share of the K samples per candidate that it prints.
+- evoalign with adaptive sampling (`sampling_rule: halving`, docs/evolve.md): the candidates sampled by
+  sequential halving (rounds of ceil(K/4) samples, the better half of each group goes on), which takes a share of
+  the K samples per candidate that it prints. The candidates are split into groups of `--group-size` competitors,
+  by default 6 as in the evolve stage (a seed's L = 4 mutants and N = 2 recombinants in `offline.yaml` and
+  `paper.yaml`), all groups batched in each round as evolve does; the run also times them as one group of all the
+  candidates, the shape that costs the most rounds (8 -> 4 -> 2: three), and prints both.
 
 All use the `evoalign` string-rule judge and the published code's fitness form (`reference`), and print seconds
-per candidate and the ratios; the exit code checks the adaptive one against `--min-ratio`:
+per candidate and the ratios; the exit code checks the adaptive one in evolve's groups against `--min-ratio`:
 
-    python benchmarks/fitness.py [--candidates 8 --samples 10 --max-new-tokens 50 --min-ratio 30]
+    python benchmarks/fitness.py [--candidates 8 --samples 10 --max-new-tokens 50 --group-size 6 --min-ratio 30]
 """
 
 from __future__ import annotations
@@ -102,6 +105,12 @@ def main() -> int:
         help="run the sequential procedure on only the first N candidates (its cost per candidate does not "
         "depend on how many there are); default: all",
     )
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        default=6,
+        help="competitors per halving group (default 6: L + N of the shipped evolve configs)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--min-ratio", type=float, default=30.0)
     args = parser.parse_args()
@@ -126,17 +135,21 @@ def main() -> int:
         f"({ours_cpu / args.candidates:.2f} CPU s)",
         flush=True,
     )
-    drawn = evaluator.samples_drawn
     rounds = math.ceil(args.samples / 4)
-    adaptive_s, adaptive_cpu, _ = _timed(
-        lambda: evaluator.evaluate_halving([candidates], round_samples=rounds, round_seed=lambda r: 1000 + r)
-    )
-    share = (evaluator.samples_drawn - drawn) / (args.candidates * args.samples)
-    print(
-        f"evoalign  (adaptive, halving):    {adaptive_s / args.candidates:8.2f} s/candidate "
-        f"({adaptive_cpu / args.candidates:.2f} CPU s; {share:.0%} of the K samples taken)",
-        flush=True,
-    )
+    groups = [candidates[i : i + args.group_size] for i in range(0, len(candidates), args.group_size)]
+    adaptive = {}
+    for label, shape in ((f"groups of {args.group_size}", groups), (f"one group of {len(candidates)}", [candidates])):
+        drawn = evaluator.samples_drawn
+        seconds, cpu, _ = _timed(
+            lambda shape=shape: evaluator.evaluate_halving(shape, round_samples=rounds, round_seed=lambda r: 1000 + r)
+        )
+        share = (evaluator.samples_drawn - drawn) / (args.candidates * args.samples)
+        adaptive[label] = (seconds, cpu, share)
+        print(
+            f"evoalign  (adaptive, {label}): {seconds / args.candidates:8.2f} s/candidate "
+            f"({cpu / args.candidates:.2f} CPU s; {share:.0%} of the K samples taken)",
+            flush=True,
+        )
     sequential = candidates[: args.published_candidates or args.candidates]
     theirs_s, theirs_cpu, theirs = _timed(
         lambda: [published_fitness(hf, judge, c, args.samples, args.max_new_tokens) for c in sequential]
@@ -148,16 +161,19 @@ def main() -> int:
     per_theirs = (theirs_s / len(sequential), theirs_cpu / len(sequential))
     ratio = per_theirs[0] / (ours_s / args.candidates)
     cpu_ratio = per_theirs[1] / (ours_cpu / args.candidates)
-    adaptive_ratio = per_theirs[0] / (adaptive_s / args.candidates)
-    adaptive_cpu_ratio = per_theirs[1] / (adaptive_cpu / args.candidates)
     print(f"ratio, K samples for all:   {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU time")
-    print(
-        f"ratio, adaptive sampling:   {adaptive_ratio:.1f}x wall, {adaptive_cpu_ratio:.1f}x CPU time "
-        f"({share:.0%} of the samples; target >= {args.min_ratio:g}x)"
-    )
+    ratios = {}
+    for label, (seconds, cpu, share) in adaptive.items():
+        ratios[label] = per_theirs[0] / (seconds / args.candidates)
+        print(
+            f"ratio, adaptive, {label}: {ratios[label]:.1f}x wall, "
+            f"{per_theirs[1] / (cpu / args.candidates):.1f}x CPU time ({share:.0%} of the samples)"
+        )
+    checked = f"groups of {args.group_size}"
+    print(f"checked: adaptive, {checked}, target >= {args.min_ratio:g}x")
     for text, mine, published in zip(candidates, ours, theirs):
         print(f"  fitness {mine['fitness']:+.3f} (evoalign) {published:+.3f} (published)  {text[:60]}")
-    return 0 if adaptive_ratio >= args.min_ratio else 1
+    return 0 if ratios[checked] >= args.min_ratio else 1
 
 
 if __name__ == "__main__":
