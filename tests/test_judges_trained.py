@@ -5,6 +5,7 @@ use it by default, and that the retraining command reproduces the shipped weight
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,27 @@ def test_retraining_command_reproduces_the_shipped_weights(tmp_path):
     assert np.allclose(retrained.coef, shipped.coef, rtol=1e-4, atol=1e-5)
     assert np.allclose(retrained.intercept, shipped.intercept, rtol=1e-4, atol=1e-5)
     assert retrained.temperature == pytest.approx(shipped.temperature, rel=1e-4)
+
+
+def test_p_refusal_is_bit_identical_whatever_the_hash_seed():
+    """The evolve stage's resume and replicate guarantees need the same p_refusal in every process; Python salts
+    string hashing per process, so any set-ordered feature sum would differ in the last bits."""
+    script = (
+        "import json, sys\n"
+        "from evoalign.judges import get_judge\n"
+        "items = [{'prompt': p, 'response': r} for p, r, _ in json.load(sys.stdin)]\n"
+        "print(json.dumps([repr(r['p_refusal']) for r in get_judge('evoalign').classify(items)]))\n"
+    )
+    cases = json.dumps(CASES)
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            input=cases,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in range(4)
+    }
+    assert len(outputs) == 1

@@ -169,7 +169,9 @@ def extract(item: JudgeItem) -> dict[str, float]:
     sentences = split_sentences(item.response) or [""]
     spans = {"c1": sentences[0], "c2": " ".join(sentences[:2]), "cr": " ".join(sentences[2:])}
     found = {(span, name) for span, text in spans.items() for name, cue in _RESPONSE_CUES.items() if cue.search(text)}
-    features.update({f"{span}:{name}": 1.0 for span, name in found})
+    # sorted: the feature order is the order of the logit's floating-point sum, and a set's order changes with
+    # PYTHONHASHSEED (an unsorted set made p_refusal differ in the last bit between two runs of one evolve config)
+    features.update({f"{span}:{name}": 1.0 for span, name in sorted(found)})
     premise = _premise(item.prompt, sentences[0])
     features.update({name: value for name, value in premise.items() if value})
     prompt = normalise(item.prompt)
