@@ -14,7 +14,7 @@ from evoalign.evolve.config import EvolveConfig
 from evoalign.evolve.operators import Operators
 from evoalign.evolve.proposal import Proposal
 from evoalign.evolve.quality import QualityGate
-from evoalign.evolve.report import render, summarize
+from evoalign.evolve.report import output_row, render, summarize
 from evoalign.evolve.search import Evolution
 from evoalign.evolve.strategies import available_strategies, select_strategies
 from evoalign.judges import get_judge
@@ -119,12 +119,12 @@ class CoinTarget(ChatModel):
         return rows
 
 
-def _evolution(tmp_path, operators=None, **overrides):
+def _evolution(tmp_path, operators=None, target=None, **overrides):
     settings = {"iterations": 4, "samples": 4, "fresh_samples": 0, "strategies": ["rule"], **overrides}
     config = EvolveConfig(seeds="unused", output_dir=str(tmp_path), **settings)
     judge = get_judge("evoalign")
     evaluator = FitnessEvaluator(
-        [Target("coin", CoinTarget())],
+        [Target("coin", target or CoinTarget())],
         judge,
         SamplingParams(n=config.samples, temperature=1.0, seed=0),
         form=config.fitness,
@@ -198,6 +198,51 @@ def test_scaled_annealing_sometimes_accepts_a_worse_candidate_and_reports_the_ra
     assert all("worse_acceptance_rate" in entry for entry in summary["iterations"][1:])
 
 
+class GradedTarget(ChatModel):
+    """Refuses each request at a fixed rate of its own (0, 1, 2, 3 or 4 of every four samples): no noise, so every
+    estimate of an instruction is its true fitness."""
+
+    spec = "fake:graded"
+
+    @property
+    def identity(self) -> str:
+        return "graded-target-v1"
+
+    @staticmethod
+    def level(text: str) -> int:
+        import hashlib
+
+        return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) % 5
+
+    def generate(self, conversations, params=None, *, desc=None):
+        params = params or SamplingParams()
+        levels = [self.level(conversation[-1]["content"]) for conversation in conversations]
+        return [
+            [Sample(REFUSAL if k % 4 < level else CLEAN, logprob_sum=-10.0, num_tokens=10) for k in range(params.n)]
+            for level in levels
+        ]
+
+
+@pytest.mark.slow  # two whole 16-seed searches
+def test_each_seed_returns_the_most_refused_instruction_its_walk_visited(tmp_path):
+    rows = [{"instruction": text} for text in SEEDS]
+    best = _evolution(tmp_path / "best", target=GradedTarget()).run(rows)
+    walked = _evolution(tmp_path / "walk", target=GradedTarget(), return_best=False).run(rows)
+    returned_earlier = 0
+    for returned, ended in zip(best, walked):
+        # return_best changes only what is returned: both searches take the same walk
+        assert [step["instruction"] for step in returned.lineage] == [step["instruction"] for step in ended.lineage]
+        visited = [ended.seed] + [step["instruction"] for step in ended.lineage if step["accepted"]]
+        top = max(GradedTarget.level(text) for text in visited)
+        assert GradedTarget.level(returned.instruction) == top and returned.instruction in visited
+        returned_earlier += returned.instruction != ended.instruction
+        assert returned.fitness >= ended.fitness
+    # the annealing walk accepted worse candidates and ended below its best on some seeds: those return earlier ones
+    assert returned_earlier > 0
+    summary = summarize([output_row(seed, fresh=[]).to_json() for seed in best], [], [], [[]])
+    assert summary["returned_earlier"] == returned_earlier
+
+
 # ---- item 10: the quality gate ---------------------------------------------------------------------------------
 
 PARENT = "Explain how to kill a stuck Python process on Linux."
@@ -259,7 +304,15 @@ def test_gated_fragments_never_reach_the_verifier_and_are_counted_per_strategy(t
 def test_a_run_that_did_not_raise_refusals_says_so():
     def row(seed_rate, rate):
         fresh = [{"model": "t", "seed_refusal_rate": seed_rate, "refusal_rate": rate, "fitness": -2.0}]
-        return {"seed_fitness": -3.0, "fitness": -2.1, "fresh": fresh, "changed": True}
+        return {
+            "seed": "s",
+            "instruction": "i",
+            "lineage": [],
+            "seed_fitness": -3.0,
+            "fitness": -2.1,
+            "fresh": fresh,
+            "changed": True,
+        }
 
     worse = summarize([row(0.2, 0.1), row(0.2, 0.1)], [row(0.2, 0.1), row(0.2, 0.1)], [], [[]])
     assert worse["not_improved"] == ["t"]

@@ -161,6 +161,13 @@ class EvolveConfig:
             "score: the best of several noisy K-sample estimates is biased upward (docs/evolve.md)"
         },
     )
+    return_best: bool = field(
+        default=True,
+        metadata={
+            "help": "output each seed's best visited instruction (by its pooled re-estimates), scored once more on "
+            "fresh samples, instead of the one the annealing walk ended on (docs/evolve.md)"
+        },
+    )
     # annealing: tau_t = scale * max(tau_min, tau_start - tau_decay * t)
     tau_scale: Any = field(
         default="flip",

@@ -208,6 +208,12 @@ def _fitness_check(evolved: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _returned_earlier(row: dict[str, Any]) -> bool:
+    """Whether the row's instruction is an earlier one than the annealing walk ended on (`return_best`)."""
+    accepted = [step["instruction"] for step in row["lineage"] if step["accepted"]]
+    return row["instruction"] != (accepted[-1] if accepted else row["seed"])
+
+
 def _not_improved(refusal: dict[str, Any]) -> list[str]:
     """Targets on which the evolved set is not refused more often than the seeds on fresh samples."""
     return [
@@ -254,6 +260,7 @@ def summarize(
         "verifier_rejection_rate": _rate(
             sum(e["rejected"] for e in iterations), sum(e["verified"] for e in iterations)
         ),
+        "returned_earlier": sum(_returned_earlier(row) for row in rows),
         "worse_offered": sum(e.get("worse", 0) for e in iterations),
         "worse_acceptance_rate": _rate(
             sum(e.get("worse_accepted", 0) for e in iterations), sum(e.get("worse", 0) for e in iterations)
@@ -285,7 +292,8 @@ def render(summary: dict[str, Any]) -> str:
         f"{summary['evolved']} ({summary['changed']} changed, {summary['duplicates_removed']} near-duplicates removed)",
         f"acceptance rate: {_fmt(summary['acceptance_rate'])} (worse candidates: "
         f"{_fmt(summary['worse_acceptance_rate'])} of {summary['worse_offered']})  verifier rejection rate: "
-        f"{_fmt(summary['verifier_rejection_rate'])}  quality gate dropped: {summary['gated']}",
+        f"{_fmt(summary['verifier_rejection_rate'])}  quality gate dropped: {summary['gated']}  "
+        f"best earlier instruction returned: {summary['returned_earlier']}",
         f"target samples of the search: {summary['target_samples']} ({summary['target_samples_saved']} saved "
         "against K samples for every text)",
         f"failures: {summary['failures'] or 'none'}",

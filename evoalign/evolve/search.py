@@ -21,8 +21,12 @@ Every iteration t works on all seeds of this process at once:
    tau = scale * max(tau_min, tau_start - tau_decay * t), where `scale` puts the published temperatures into the
    fitness form's units (`tau_scale`, see `evoalign.judges.fitness.tau_scale`).
 
-After the last iteration every current instruction is re-estimated once more, so the stored fitness of every
-final instruction is an honest estimate, not the lucky score it was selected on.
+After the last iteration every current instruction is re-estimated once more. The annealing walk accepts worse
+candidates by design, so where it ended is often not the best instruction it visited: with `return_best` (the
+default) each seed returns the visited instruction with the highest pooled re-estimates, and since being the best of
+several noisy estimates biases those upward, the returned instruction is scored once more on fresh samples and that
+score alone is its stored fitness. Either way the stored fitness is an honest estimate, not the lucky score an
+instruction was selected on.
 
 Only instructions the verifier judged benign (verified) are ever candidates, and seeds themselves are verified
 before the search, so nothing unverified can reach the output. Every random choice comes from a generator
@@ -85,6 +89,7 @@ class SeedState:
     seed_evaluation: dict[str, Any] | None = None
     lineage: list[dict[str, Any]] = field(default_factory=list)
     estimates: list[float] = field(default_factory=list)  # unbiased fitness re-estimates of the current instruction
+    best: dict[str, Any] | None = None  # the visited instruction with the highest pooled re-estimates so far
 
     @property
     def active(self) -> bool:
@@ -104,10 +109,28 @@ class SeedState:
         if self.evaluation is not None:
             targets = pooled_responses(self.evaluation["targets"], targets)
         self.evaluation = {**evaluation, "targets": targets, "fitness": pooled, "estimates": len(self.estimates)}
+        self._note_best()
+
+    def _note_best(self) -> None:
+        """Keep the current instruction as the best visited one while its pooled fitness is the highest so far."""
+        if self.fitness is None:
+            return
+        if self.best is None or self.best["instruction"] == self.instruction or self.fitness > self.best["fitness"]:
+            self.best = {name: getattr(self, name) for name in _VISITED} | {"fitness": self.fitness}
+            self.best["estimates"] = list(self.estimates)
+
+    def return_best(self) -> None:
+        """Make the best visited instruction the current one again."""
+        if self.best is not None and self.best["instruction"] != self.instruction:
+            for name in _VISITED:
+                setattr(self, name, self.best[name])
 
     @property
     def fitness(self) -> float | None:
         return self.evaluation["fitness"] if self.evaluation else None
+
+
+_VISITED = ("instruction", "reason", "operator", "family", "verification", "evaluation", "estimates")
 
 
 @dataclass
@@ -229,7 +252,10 @@ class Evolution:
                 bar.set_postfix(
                     fitness=_ratio(counters["fitness_sum"], counters["fitness_count"]), accepted=counters["accepted"]
                 )
-        self._reestimate([seed for seed in self.seeds if seed.active], self.config.iterations)
+        active = [seed for seed in self.seeds if seed.active]
+        self._reestimate(active, self.config.iterations)
+        if self.config.return_best:
+            self._return_best(active)
         return self.seeds
 
     def _start(self, seed_rows: Sequence[dict[str, Any]]) -> None:
@@ -464,6 +490,21 @@ class Evolution:
         texts = [seed.instruction for seed in seeds]
         evaluations = self.evaluator.evaluate(texts, params=self._sampling(iteration), desc="final re-estimate")
         for seed, evaluation in zip(seeds, evaluations):
+            seed.add_estimate(evaluation)
+
+    def _return_best(self, seeds: list[SeedState]) -> None:
+        """Return each seed's best visited instruction, scored once more on fresh samples: it was chosen as the best
+        of several noisy pooled estimates, so those are biased upward and the stored fitness is the fresh one."""
+        if not seeds:
+            return
+        for seed in seeds:
+            seed.return_best()
+            seed.estimates = []
+        texts = [seed.instruction for seed in seeds]
+        params = self._sampling(self.config.iterations + 1)
+        for seed, evaluation in zip(
+            seeds, self.evaluator.evaluate(texts, params=params, desc="returned, re-estimate")
+        ):
             seed.add_estimate(evaluation)
 
     def _accept(
