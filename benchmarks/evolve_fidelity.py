@@ -12,8 +12,9 @@ report (`fresh_samples` samples per instruction, or `--fresh-samples` for a tigh
   samples: the gap and its standard error over rows; and the stored responses re-judged with this judge (for a
   run whose own judge was another one).
 
-The run's cache is copied to a temporary file first, so responses already generated are replayed and the run
-directory is not modified.
+All runs of one invocation share one scratch response cache (a copy of the first run's), so a text that several
+runs hold (every run's seeds at one run seed; instructions two searches both returned) is sampled once and gets the
+same fresh samples in each; no run directory is modified.
 
     python benchmarks/evolve_fidelity.py RUN_DIR [RUN_DIR ...] [--judge evoalign] [--json out.json]
 """
@@ -69,33 +70,30 @@ def _worse(rows: list[dict[str, Any]]) -> tuple[int, int]:
     return len(worse), sum(step["accepted"] for step in worse)
 
 
-def measure(run_dir: Path, judge_spec: str, fresh_samples: int | None = None) -> dict[str, Any]:
+def measure(run_dir: Path, judge_spec: str, cache: Path, fresh_samples: int | None = None) -> dict[str, Any]:
     config = _config(run_dir)
     rows = read_jsonl(run_dir / "evolved.jsonl")
     lam = FORMS[config.fitness] if config.fitness_lambda is None else config.fitness_lambda
-    with tempfile.TemporaryDirectory() as scratch:
-        cache = Path(scratch) / CACHE
-        shutil.copy(run_dir / CACHE, cache)
-        pool = ModelPool(cache)
-        try:
-            targets = [load_target(entry, config.condition, pool) for entry in config.targets]
-            judge = load_judge(judge_spec, pool)
-            params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
-            evaluator = FitnessEvaluator(
-                targets, judge, params, form=config.fitness, lam=config.fitness_lambda, floor=config.refusal_floor
-            )
-            fresh = fresh_samples or config.fresh_samples
-            fresh_params = params.replace(n=fresh, seed=model_seed(config.seed, "fresh"))
-            texts = [row["seed"] for row in rows] + [row["instruction"] for row in rows]
-            evaluations = evaluator.evaluate(texts, params=fresh_params, desc=f"fresh samples ({run_dir.name})")
-            stored_items = [
-                {"prompt": row["instruction"], "response": response["text"]}
-                for row in rows
-                for response in row["targets"][0]["responses"]
-            ]
-            verdicts = iter(judge.classify(stored_items))
-        finally:
-            pool.close()
+    pool = ModelPool(cache)
+    try:
+        targets = [load_target(entry, config.condition, pool) for entry in config.targets]
+        judge = load_judge(judge_spec, pool)
+        params = SamplingParams.from_dict({**config.target_sampling, "n": config.samples, "seed": config.seed})
+        evaluator = FitnessEvaluator(
+            targets, judge, params, form=config.fitness, lam=config.fitness_lambda, floor=config.refusal_floor
+        )
+        fresh = fresh_samples or config.fresh_samples
+        fresh_params = params.replace(n=fresh, seed=model_seed(config.seed, "fresh"))
+        texts = [row["seed"] for row in rows] + [row["instruction"] for row in rows]
+        evaluations = evaluator.evaluate(texts, params=fresh_params, desc=f"fresh samples ({run_dir.name})")
+        stored_items = [
+            {"prompt": row["instruction"], "response": response["text"]}
+            for row in rows
+            for response in row["targets"][0]["responses"]
+        ]
+        verdicts = iter(judge.classify(stored_items))
+    finally:
+        pool.close()
     before, after = evaluations[: len(rows)], evaluations[len(rows) :]
     rejudged = []
     for row in rows:
@@ -145,7 +143,10 @@ def main() -> None:
         "--fresh-samples", type=int, default=None, help="fresh samples per instruction (default: the run's)"
     )
     args = parser.parse_args()
-    results = [measure(run, args.judge, args.fresh_samples) for run in args.runs]
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = Path(scratch) / CACHE
+        shutil.copy(args.runs[0] / CACHE, cache)
+        results = [measure(run, args.judge, cache, args.fresh_samples) for run in args.runs]
     print(
         f"{'run':<40} {'seeds':>6} {'evolved':>7} {'worse acc.':>12} {'stored':>7} {'fresh':>7} "
         f"{'gap (se)':>16} {'re-judged gap (se)':>19}"
