@@ -484,7 +484,7 @@ class Evolution:
         return self.config.samples * len(self.evaluator.targets) * len(texts)
 
     def _reestimate(self, seeds: list[SeedState], iteration: int) -> None:
-        """One more honest estimate of every current instruction (after the last iteration)."""
+        """One more honest estimate of every current instruction (after the last iteration, and of the returned ones)."""
         if not seeds:
             return
         texts = [seed.instruction for seed in seeds]
@@ -495,17 +495,10 @@ class Evolution:
     def _return_best(self, seeds: list[SeedState]) -> None:
         """Return each seed's best visited instruction, scored once more on fresh samples: it was chosen as the best
         of several noisy pooled estimates, so those are biased upward and the stored fitness is the fresh one."""
-        if not seeds:
-            return
         for seed in seeds:
             seed.return_best()
             seed.estimates = []
-        texts = [seed.instruction for seed in seeds]
-        params = self._sampling(self.config.iterations + 1)
-        for seed, evaluation in zip(
-            seeds, self.evaluator.evaluate(texts, params=params, desc="returned, re-estimate")
-        ):
-            seed.add_estimate(evaluation)
+        self._reestimate(seeds, self.config.iterations + 1)
 
     def _accept(
         self, iteration: int, seeds: list[SeedState], pools: dict[int, list[Candidate]], counters: dict[str, Any]
