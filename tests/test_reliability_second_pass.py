@@ -278,6 +278,22 @@ def test_a_refused_resume_rewrites_nothing(tmp_path, capsys):
     assert (out / "config.yaml").read_text() == "the original\n" and (out / "run_info.json").read_text() == "{}\n"
 
 
+def test_a_checkpoint_of_another_evolve_version_is_refused_by_name(tmp_path, capsys):
+    from evoalign.checkpoint import save_checkpoint
+    from evoalign.config import parse_config
+    from evoalign.evolve.config import EvolveConfig
+
+    out = tmp_path / "run"
+    argv = ["--config", str(TINY_EVOLVE), "--output_dir", str(out), "--seeds.path", str(SEEDS)]
+    saved = dataclasses.asdict(parse_config(EvolveConfig, argv))
+    # a seed state as the previous version wrote it: one snapshot `best` instead of the visited instructions
+    seeds = [{"index": 0, "seed": "s", "instruction": "s", "best": None}]
+    save_checkpoint(out, {"next_iteration": 1, "config": saved, "seeds": seeds, "selector": {}, "history": []})
+    code, _, err = run(capsys, "evolve", *argv, "--resume")
+    line = one_error(err)
+    assert code == 2 and "another version of evolve" in line and "'best'" in line and str(out) in line
+
+
 # ---- 7. a locked run folder --------------------------------------------------------------------------------------
 
 HOLD = """

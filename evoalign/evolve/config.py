@@ -164,8 +164,8 @@ class EvolveConfig:
     return_best: bool = field(
         default=True,
         metadata={
-            "help": "output each seed's best visited instruction (by its pooled re-estimates), scored once more on "
-            "fresh samples, instead of the one the annealing walk ended on (docs/evolve.md)"
+            "help": "output each seed's best visited instruction (by a tournament on fresh samples, up to 2K each), "
+            "scored once more on fresh samples, instead of the one the annealing walk ended on (docs/evolve.md)"
         },
     )
     # annealing: tau_t = scale * max(tau_min, tau_start - tau_decay * t)

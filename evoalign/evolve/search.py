@@ -23,9 +23,9 @@ Every iteration t works on all seeds of this process at once:
 
 After the last iteration every current instruction is re-estimated once more. The annealing walk accepts worse
 candidates by design, so where it ended is often not the best instruction it visited: with `return_best` (the
-default) each seed returns the visited instruction with the highest pooled re-estimates, and since being the best of
-several noisy estimates biases those upward, the returned instruction is scored once more on fresh samples and that
-score alone is its stored fitness. Either way the stored fitness is an honest estimate, not the lucky score an
+default) each seed's visited instructions play a tournament on fresh samples (sequential halving, K samples a round,
+up to 2K each) and the winner is returned; since winning on noisy estimates biases them upward, the returned
+instruction is scored once more on fresh samples and that score alone is its stored fitness. Either way the stored fitness is an honest estimate, not the lucky score an
 instruction was selected on.
 
 Only instructions the verifier judged benign (verified) are ever candidates, and seeds themselves are verified
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from evoalign.checkpoint import check_resumable, load_checkpoint, save_checkpoint, saved_iterations
+from evoalign.errors import ConfigError
 from evoalign.evolve.config import RESUMABLE, EvolveConfig
 from evoalign.evolve.distributed import Dist
 from evoalign.evolve.operators import MutationRequest, Operators
@@ -89,7 +90,7 @@ class SeedState:
     seed_evaluation: dict[str, Any] | None = None
     lineage: list[dict[str, Any]] = field(default_factory=list)
     estimates: list[float] = field(default_factory=list)  # unbiased fitness re-estimates of the current instruction
-    best: dict[str, Any] | None = None  # the visited instruction with the highest pooled re-estimates so far
+    visited: dict[str, dict[str, Any]] = field(default_factory=dict)  # every instruction it was, as it last stood
 
     @property
     def active(self) -> bool:
@@ -109,21 +110,17 @@ class SeedState:
         if self.evaluation is not None:
             targets = pooled_responses(self.evaluation["targets"], targets)
         self.evaluation = {**evaluation, "targets": targets, "fitness": pooled, "estimates": len(self.estimates)}
-        self._note_best()
+        self._note_visit()
 
-    def _note_best(self) -> None:
-        """Keep the current instruction as the best visited one while its pooled fitness is the highest so far."""
-        if self.fitness is None:
-            return
-        if self.best is None or self.best["instruction"] == self.instruction or self.fitness > self.best["fitness"]:
-            self.best = {name: getattr(self, name) for name in _VISITED} | {"fitness": self.fitness}
-            self.best["estimates"] = list(self.estimates)
+    def _note_visit(self) -> None:
+        """Keep the current instruction, with every estimate and response it has so far, among the visited ones."""
+        self.visited[self.instruction] = {name: getattr(self, name) for name in _VISITED}
+        self.visited[self.instruction]["estimates"] = list(self.estimates)
 
-    def return_best(self) -> None:
-        """Make the best visited instruction the current one again."""
-        if self.best is not None and self.best["instruction"] != self.instruction:
-            for name in _VISITED:
-                setattr(self, name, self.best[name])
+    def return_to(self, instruction: str) -> None:
+        """Make a visited instruction the current one again, as it stood when it was last current."""
+        for name in _VISITED:
+            setattr(self, name, self.visited[instruction][name])
 
     @property
     def fitness(self) -> float | None:
@@ -285,6 +282,14 @@ class Evolution:
         check_resumable(
             state["config"], scrub_secrets(dataclasses.asdict(self.config)), RESUMABLE, str(self.state_dir)
         )
+        unknown = sorted(
+            {key for seed in state["seeds"] for key in seed} - {f.name for f in dataclasses.fields(SeedState)}
+        )
+        if unknown:
+            raise ConfigError(
+                f"{self.state_dir}: the checkpoint was written by another version of evolve (seed fields {unknown}); "
+                "resume with that version or use a new output_dir"
+            )
         self.seeds = [SeedState(**seed) for seed in state["seeds"]]
         self.selector.load_state_dict(state["selector"])
         self.history = state["history"]
@@ -493,10 +498,23 @@ class Evolution:
             seed.add_estimate(evaluation)
 
     def _return_best(self, seeds: list[SeedState]) -> None:
-        """Return each seed's best visited instruction, scored once more on fresh samples: it was chosen as the best
-        of several noisy pooled estimates, so those are biased upward and the stored fitness is the fresh one."""
+        """Return each seed's best visited instruction by a tournament on fresh samples, then score it once more:
+        winning on noisy estimates biases them upward, so the stored fitness is the final fresh score alone."""
+        contested = [seed for seed in seeds if len(seed.visited) > 1]
+        if contested:
+            groups = [list(seed.visited) for seed in contested]
+            results = self.evaluator.evaluate_halving(
+                groups,
+                round_samples=self.config.samples,
+                round_seed=lambda round_: model_seed(self.config.seed, "tournament", round_),
+                params=self._sampling(self.config.iterations + 1).replace(n=2 * self.config.samples),
+                desc="tournament of the visited instructions",
+            )
+            for seed, group, evaluations in zip(contested, groups, results):
+                winner = _winner(group, evaluations)
+                if winner is not None:
+                    seed.return_to(winner)
         for seed in seeds:
-            seed.return_best()
             seed.estimates = []
         self._reestimate(seeds, self.config.iterations + 1)
 
@@ -604,6 +622,14 @@ class Evolution:
         if gain is not None:
             stats["gain_sum"] += gain
             stats["improved"] += gain > 0
+
+
+def _winner(texts: list[str], evaluations: list[dict[str, Any]]) -> str | None:
+    """The text with the highest fitness, the earliest among equals; None when none could be judged."""
+    judged = [
+        (evaluation["fitness"], -i) for i, evaluation in enumerate(evaluations) if evaluation["fitness"] is not None
+    ]
+    return texts[-max(judged)[1]] if judged else None
 
 
 def _confirmed_evaluation(candidate: Candidate, confirmed: dict[str, dict[str, Any]]) -> dict[str, Any]:
