@@ -25,8 +25,8 @@ After the last iteration every current instruction is re-estimated once more. Th
 candidates by design, so where it ended is often not the best instruction it visited: with `return_best` (the
 default) each seed's visited instructions play a tournament on fresh samples (sequential halving, K samples a round,
 up to 2K each) and the winner is returned; since winning on noisy estimates biases them upward, the returned
-instruction is scored once more on fresh samples and that score alone is its stored fitness. Either way the stored fitness is an honest estimate, not the lucky score an
-instruction was selected on.
+instruction is scored once more on fresh samples and that score alone is its stored fitness. Either way the stored
+fitness is an honest estimate, not the lucky score an instruction was selected on.
 
 Only instructions the verifier judged benign (verified) are ever candidates, and seeds themselves are verified
 before the search, so nothing unverified can reach the output. Every random choice comes from a generator
