@@ -489,7 +489,7 @@ class Evolution:
         return self.config.samples * len(self.evaluator.targets) * len(texts)
 
     def _reestimate(self, seeds: list[SeedState], iteration: int) -> None:
-        """One more honest estimate of every current instruction (after the last iteration, and of the returned ones)."""
+        """One more honest estimate of every current instruction (after the last iteration; of the returned ones)."""
         if not seeds:
             return
         texts = [seed.instruction for seed in seeds]
