@@ -507,7 +507,7 @@ class Evolution:
                 groups,
                 round_samples=self.config.samples,
                 round_seed=lambda round_: model_seed(self.config.seed, "tournament", round_),
-                params=self._sampling(self.config.iterations + 1).replace(n=2 * self.config.samples),
+                params=self.evaluator.params.replace(n=2 * self.config.samples),
                 desc="tournament of the visited instructions",
             )
             for seed, group, evaluations in zip(contested, groups, results):
@@ -626,10 +626,8 @@ class Evolution:
 
 def _winner(texts: list[str], evaluations: list[dict[str, Any]]) -> str | None:
     """The text with the highest fitness, the earliest among equals; None when none could be judged."""
-    judged = [
-        (evaluation["fitness"], -i) for i, evaluation in enumerate(evaluations) if evaluation["fitness"] is not None
-    ]
-    return texts[-max(judged)[1]] if judged else None
+    judged = [(text, e["fitness"]) for text, e in zip(texts, evaluations) if e["fitness"] is not None]
+    return max(judged, key=lambda pair: pair[1])[0] if judged else None
 
 
 def _confirmed_evaluation(candidate: Candidate, confirmed: dict[str, dict[str, Any]]) -> dict[str, Any]:
