@@ -237,12 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         shutil.rmtree(run)
     configs = stage_configs(config, run)
+    whole_run = not run.exists()  # every stage runs from scratch here, so the run's time is the pipeline's
     started = time.perf_counter()
     with _working_directory(ROOT):  # shipped configs name their inputs relative to the repository root
         check_benchmarks(configs)
         timings = {name: run_stage(name, stage_config, run) for name, stage_config in configs.items()}
     from evoalign.quickstart_report import write_report
 
-    report = write_report(run, timings, time.perf_counter() - started)
+    budget = _plan()["profiles"][config.profile].get("budget_minutes")
+    report = write_report(run, timings, time.perf_counter() - started, budget, whole_run)
     print(f"\n[quickstart] done in {time.perf_counter() - started:.0f} s. Report: {report}")
     return 0

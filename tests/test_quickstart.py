@@ -104,6 +104,34 @@ def test_an_edit_the_validation_rule_rejected_is_a_miss_not_a_missing_row(tmp_pa
     assert "no candidate met the rule" in report and "docs/reproduction.md" in report
 
 
+@pytest.mark.parametrize(
+    ("seconds", "whole_run", "row"),
+    [
+        (1199.0, True, "| 19 min 59 s | PASS |"),
+        (1201.0, True, "| 20 min 01 s | MISS |"),
+        (600.0, False, "| resumed or partly done earlier: not timed | n/a |"),
+    ],
+)
+def test_report_checks_the_whole_runs_time_against_the_profiles_budget(tmp_path, seconds, whole_run, row):
+    from evoalign.quickstart_report import write_report
+
+    report = write_report(tmp_path, {"eval": seconds}, seconds, budget_minutes=20, whole_run=whole_run).read_text()
+    timed = [line for line in report.splitlines() if line.startswith("| the whole run takes <= 20 minutes")]
+    assert len(timed) == 1 and timed[0].endswith(row)
+    assert json.loads((tmp_path / "checks.json").read_text())["time"]["ok"] == {"PASS": True, "MISS": False}.get(
+        row.rsplit("|", 2)[1].strip()
+    )
+    assert ("docs/reproduction.md" in report) is row.endswith("| MISS |")  # the note explains a MISS
+
+
+def test_only_the_default_profile_has_a_time_budget_and_it_is_twenty_minutes():
+    from evoalign.config import load_yaml_mapping
+    from evoalign.quickstart import PLAN
+
+    budgets = {name: p.get("budget_minutes") for name, p in load_yaml_mapping(PLAN)["profiles"].items()}
+    assert budgets == {"default": 20, "short": None, "training": None}
+
+
 @pytest.mark.parametrize("profile", ["default", "short", "training"])
 def test_each_stage_starts_from_its_shipped_config_and_changes_only_what_the_plan_lists(profile, tmp_path):
     from evoalign.build.config import BuildConfig
