@@ -244,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings = {name: run_stage(name, stage_config, run) for name, stage_config in configs.items()}
     from evoalign.quickstart_report import write_report
 
+    seconds = time.perf_counter() - started
     budget = _plan()["profiles"][config.profile].get("budget_minutes")
-    report = write_report(run, timings, time.perf_counter() - started, budget, whole_run)
-    print(f"\n[quickstart] done in {time.perf_counter() - started:.0f} s. Report: {report}")
+    report = write_report(run, timings, seconds, budget, whole_run)
+    print(f"\n[quickstart] done in {seconds:.0f} s. Report: {report}")
     return 0
