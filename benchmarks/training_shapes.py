@@ -9,7 +9,13 @@ benchmark data), each shape in a child process of its own so that its peak RSS i
 the peak RSS and each optimizer step's seconds, then the shipped shape against the old one for SFT and for DPO,
 and exits non-zero when a shipped shape peaks above --max-gb.
 
+With `--guarded-data` it times the default profile's guarded stage instead: its own SFT config and flags on a built
+guarded data folder (`<run>/guarded/data`), the recipe's 4 rows x 2 against the profile's 1 x 8, alternating
+`--repeats` times, and prints each run's seconds for `--steps` optimizer steps, the mean ratio and whether the
+per-step losses agree.
+
     OMP_NUM_THREADS=2 python benchmarks/training_shapes.py [--steps 2 --rows 32 --max-gb 4 --work-dir DIR]
+    OMP_NUM_THREADS=2 python benchmarks/training_shapes.py --guarded-data runs/quickstart/guarded/data --steps 12
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ SHAPES = (
     ("DPO 2 pairs x 2 (before)", "dpo", 2, False),
     ("DPO 1 pair x 4, gradient checkpointing (shipped)", "dpo", 1, True),
 )
+GUARDED_SHAPES = (("guarded SFT 4 x 2 (the recipe's)", 4), ("guarded SFT 1 x 8 (shipped)", 1))
 COMPARED = {
     "sft": ("SFT 8 x 1 (before)", "SFT 1 x 8 (shipped)"),
     "dpo": ("DPO 2 pairs x 2 (before)", "DPO 1 pair x 4, gradient checkpointing (shipped)"),
@@ -109,16 +116,34 @@ def child(task: str, argv: list[str]) -> int:
     trainer.add_callback(timer)
     trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"step_seconds": timer.seconds, "peak_rss": peak}))
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    print(json.dumps({"step_seconds": timer.seconds, "peak_rss": peak, "losses": losses}))
     return 0
 
 
+def guarded_sft(folder: Path) -> tuple[Path, list[str]]:
+    """The default profile's guarded stage: its SFT config and flags, as the quickstart runs them."""
+    from evoalign.quickstart import QuickstartConfig, stage_configs
+
+    guarded = stage_configs(QuickstartConfig(profile="default"), folder / "run")["guarded"]
+    return ROOT / guarded["sft_config"], [str(arg) for arg in guarded["sft_args"]]
+
+
 def run_shape(
-    script: Path, config: Path, data: Path, out: Path, steps: int, batch: int, checkpointing: bool, task: str
+    script: Path,
+    config: Path,
+    data: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    checkpointing: bool,
+    task: str,
+    flags: tuple[str, ...] = (),
 ):
     argv = [
         "--config",
         str(config),
+        *flags,  # before the shape's own flags, which win
         "--dataset_name",
         str(data),
         "--output_dir",
@@ -152,8 +177,12 @@ def main() -> int:
     parser.add_argument(
         "--work-dir", default=None, help="where the rows, configs and outputs go (default: a temp dir)"
     )
+    parser.add_argument("--guarded-data", default=None, help="time the guarded stage's SFT on this data folder")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each guarded shape")
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="training-shapes-"))
+    if args.guarded_data:
+        return compare_guarded(Path(args.guarded_data).resolve(), work, args.steps, args.repeats)
     data = work / "data"
     write_rows(data, args.rows)
     configs = write_configs(work)
@@ -177,6 +206,28 @@ def main() -> int:
         )
         failed |= new["peak_rss"] > args.max_gb * 1e9
     return 1 if failed else 0
+
+
+def compare_guarded(data: Path, work: Path, steps: int, repeats: int) -> int:
+    """The guarded stage's SFT at each of GUARDED_SHAPES, alternating; prints the times and their ratio."""
+    if not (data / "train_sft.jsonl").is_file():
+        raise SystemExit(f"{data}: no train_sft.jsonl; give a built guarded data folder (<run>/guarded/data)")
+    config, flags = guarded_sft(work)
+    runs: dict[str, list[dict]] = {name: [] for name, _ in GUARDED_SHAPES}
+    for repeat in range(repeats):
+        for index, (name, batch) in enumerate(GUARDED_SHAPES):
+            out = work / f"guarded{repeat}-{index}"
+            result = run_shape(Path(__file__), config, data, out, steps, batch, False, "sft", tuple(flags))
+            runs[name].append(result)
+            print(f"{name:34s} run {repeat + 1}: {sum(result['step_seconds']):6.1f} s for {steps} steps", flush=True)
+    (old, _), (new, _) = GUARDED_SHAPES
+    mean = {name: sum(sum(r["step_seconds"]) for r in found) / len(found) for name, found in runs.items()}
+    agree = all(abs(a - b) <= 0.01 for x, y in zip(runs[old], runs[new]) for a, b in zip(x["losses"], y["losses"]))
+    print(
+        f"guarded SFT: {mean[old]:.1f} -> {mean[new]:.1f} s ({mean[new] / mean[old]:.2f}x the time); "
+        f"per-step losses within 0.01: {agree}"
+    )
+    return 0
 
 
 if __name__ == "__main__":
