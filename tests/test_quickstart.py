@@ -104,6 +104,46 @@ def test_an_edit_the_validation_rule_rejected_is_a_miss_not_a_missing_row(tmp_pa
     assert "no candidate met the rule" in report and "docs/reproduction.md" in report
 
 
+def _candidate(layer: int, strength: float, benign: float, harmful: float) -> dict:
+    return {"layer": layer, "position": -1, "strength": strength, "benign_refusal": benign, "harmful_refusal": harmful}
+
+
+def test_the_report_shows_every_validation_candidate_and_what_limits_a_rejected_edit(tmp_path):
+    from evoalign.quickstart_report import write_report
+
+    (tmp_path / "ablate").mkdir()
+    candidates = [_candidate(10, 1.0, 56.0, 62.0), _candidate(22, 0.5, 20.0, 40.0)]
+    report = {"base": {"benign_refusal": 60.0, "harmful_refusal": 70.0}, "max_harmful_drop": 5.0, "chosen": None}
+    (tmp_path / "ablate" / "ablation.json").write_text(json.dumps({**report, "candidates": candidates}))
+    text = write_report(tmp_path, {"ablate": 1.0}, 1.0).read_text()
+    closest = "layer 10, position -1, strength 1.0: harmful -8.0 points, benign 56.0%"
+    assert (
+        f"| +ablation: chosen on validation | no candidate met the validation rule (closest: {closest}) | MISS |"
+        in text
+    )
+    assert "| unedited | 60.0% | 70.0% | |" in text
+    assert "| layer 10, position -1, strength 1.0 | 56.0% (-6.7% relative) | 62.0% (-8.0 points) | no |" in text
+    assert "| layer 22, position -1, strength 0.5 | 20.0% (-66.7% relative) | 40.0% (-30.0 points) | no |" in text
+    assert json.loads((tmp_path / "checks.json").read_text())["mitigation"][0]["closest"] == closest
+
+
+def test_the_chosen_candidate_is_marked_in_the_validation_table(tmp_path):
+    from evoalign.quickstart_report import write_report
+
+    (tmp_path / "ablate").mkdir()
+    chosen = _candidate(22, 1.0, 30.0, 68.0)
+    report = {"base": {"benign_refusal": 60.0, "harmful_refusal": 70.0}, "max_harmful_drop": 5.0, "chosen": chosen}
+    candidates = [_candidate(10, 1.0, 50.0, 71.0), chosen]
+    (tmp_path / "ablate" / "ablation.json").write_text(json.dumps({**report, "candidates": candidates}))
+    text = write_report(tmp_path, {"ablate": 1.0}, 1.0).read_text()
+    assert "| layer 10, position -1, strength 1.0 | 50.0% (-16.7% relative) | 71.0% (+1.0 points) | yes |" in text
+    assert (
+        "| layer 22, position -1, strength 1.0 | 30.0% (-50.0% relative) | 68.0% (-2.0 points) | yes, **chosen** |"
+        in text
+    )
+    assert "closest" not in text
+
+
 @pytest.mark.parametrize(
     ("seconds", "whole_run", "row"),
     [

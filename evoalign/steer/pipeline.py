@@ -16,7 +16,8 @@
    benign prompts than the base, nothing is saved and the report says so.
 4. Ablation: the winner is folded into the weights and saved with the tokenizer as an ordinary model folder
    (`hf:<output_dir>`). Probe: `steering.safetensors`, used as `{spec: <model>, steering: <file>}`. Next to it:
-   `ablation.json` (the base's and every candidate's validation rates, the choice) and `run_info.json`.
+   `ablation.json` (the base's and every candidate's validation rates, the rule and its harmful limit, the choice)
+   and `run_info.json`.
 """
 
 from __future__ import annotations
@@ -240,6 +241,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         "condition": config.condition,
         "method": config.method,
         "rule": f"lowest validation benign refusal with harmful refusal >= base - {config.max_harmful_drop} points",
+        "max_harmful_drop": config.max_harmful_drop,
         "sizes": {name: len(prompts) for name, prompts in sets.items()},
         "base": {"benign_refusal": base.benign, "harmful_refusal": base.harmful},
         "candidates": rows,
