@@ -125,7 +125,7 @@ def _check_lines(trigger: dict[str, Any], checks: list[dict[str, Any]], timed: d
         hb, ha = c["harmful_refusal"]
         lines.append(
             f"| {c['model']}: harmful refusal drops <= {100 * MAX_HARMFUL_DROP:.0f} points | "
-            f"{_pct(hb)} -> {_pct(ha)} ({100 * c['harmful_drop']:+.1f} points drop) | {_mark(c['ok_harmful'])} |"
+            f"{_pct(hb)} -> {_pct(ha)} ({-100 * c['harmful_drop']:+.1f} points) | {_mark(c['ok_harmful'])} |"
         )
     return lines + _time_line(timed)
 
