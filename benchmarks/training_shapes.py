@@ -10,12 +10,12 @@ the peak RSS and each optimizer step's seconds, then the shipped shape against t
 and exits non-zero when a shipped shape peaks above --max-gb.
 
 With `--guarded-data` it times the default profile's guarded stage instead: its own SFT config and flags on a built
-guarded data folder (`<run>/guarded/data`), the recipe's 4 rows x 2 against the profile's 1 x 8, alternating
+guarded data folder (`<run>/guarded/data`), the recipe's 4 rows x 2 (shipped) against 1 x 8 (no padding), alternating
 `--repeats` times, and prints each run's seconds for `--steps` optimizer steps, the mean ratio and whether the
 per-step losses agree.
 
     OMP_NUM_THREADS=2 python benchmarks/training_shapes.py [--steps 2 --rows 32 --max-gb 4 --work-dir DIR]
-    OMP_NUM_THREADS=2 python benchmarks/training_shapes.py --guarded-data runs/quickstart/guarded/data --steps 12
+    OMP_NUM_THREADS=2 python benchmarks/training_shapes.py --guarded-data runs/quickstart/guarded/data --steps 57 --repeats 1
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ SHAPES = (
     ("DPO 2 pairs x 2 (before)", "dpo", 2, False),
     ("DPO 1 pair x 4, gradient checkpointing (shipped)", "dpo", 1, True),
 )
-GUARDED_SHAPES = (("guarded SFT 4 x 2 (the recipe's)", 4), ("guarded SFT 1 x 8 (shipped)", 1))
+GUARDED_SHAPES = (("guarded SFT 4 x 2 (shipped)", 4), ("guarded SFT 1 x 8 (no padding)", 1))
 COMPARED = {
     "sft": ("SFT 8 x 1 (before)", "SFT 1 x 8 (shipped)"),
     "dpo": ("DPO 2 pairs x 2 (before)", "DPO 1 pair x 4, gradient checkpointing (shipped)"),
