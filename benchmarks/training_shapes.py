@@ -12,7 +12,8 @@ and exits non-zero when a shipped shape peaks above --max-gb.
 With `--guarded-data` it times the default profile's guarded stage instead: its own SFT config and flags on a built
 guarded data folder (`<run>/guarded/data`), the recipe's 4 rows x 2 (shipped) against 1 x 8 (no padding), alternating
 `--repeats` times, and prints each run's seconds for `--steps` optimizer steps, the mean ratio and whether the
-per-step losses agree.
+per-step losses agree. Give the stage's whole run (57 steps on the quickstart's data): padded batches are slower
+only in their first steps, so a short probe overstates what dropping the padding saves (docs/benchmarks.md).
 
     OMP_NUM_THREADS=2 python benchmarks/training_shapes.py [--steps 2 --rows 32 --max-gb 4 --work-dir DIR]
     OMP_NUM_THREADS=2 python benchmarks/training_shapes.py --guarded-data runs/quickstart/guarded/data --steps 57 --repeats 1
