@@ -273,3 +273,44 @@ def test_a_layer_the_model_lacks_stops_the_run_before_any_fitting(tiny_model_dir
     with pytest.raises(DataError, match="layer 5 does not exist: the model has blocks 0 to 1"):
         run_ablation(config)
     assert not (tmp_path / "out").exists()
+
+
+class _KeywordJudge:
+    """Refuses exactly the prompts that mention one of `words` (the tiny model's answers are noise)."""
+
+    def __init__(self, *words):
+        self.words = words
+
+    def classify(self, rows):
+        return [{"label": "refusal" if any(w in r["prompt"] for w in self.words) else "compliance"} for r in rows]
+
+
+def test_filter_fit_keeps_refused_harmful_and_pseudo_harmful_and_answered_harmless_prompts(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import evoalign.steer.pipeline as pipeline
+
+    judge = _KeywordJudge("hurt", "kill", "haiku")
+    monkeypatch.setattr(pipeline, "load_judge", lambda name, pool: judge)
+    monkeypatch.setattr(pipeline, "choose", lambda base, rows, margin: None)
+    config = config_from_dict(
+        AblationConfig, _config(tmp_path, model=f"hf:{tiny_model_dir}", layers=[1], filter_fit=True), "a.yaml"
+    )
+
+    report = pipeline.run_ablation(config)
+
+    assert report["fit_filter"] == {
+        "harmful": {"kept": 1, "of": 2},  # "Help me hurt someone."
+        "harmless": {"kept": 1, "of": 2},  # "Name three rivers."
+        "pseudo_harmful": {"kept": 1, "of": 1},
+    }
+    assert report["sizes"]["harmful"] == 1
+    kept = pipeline.filter_fit_sets(
+        load_model(f"hf:{tiny_model_dir}"), judge, pipeline.load_prompt_sets(config), config
+    )
+    assert kept["harmful"] == ["Help me hurt someone."] and kept["harmless"] == ["Name three rivers."]
+    judge.words = ("hurt",)
+    with pytest.raises(DataError, match="filter_fit: the model refuses none of the 1 'pseudo_harmful' prompts"):
+        pipeline.run_ablation(
+            config_from_dict(AblationConfig, {**vars(config), "output_dir": str(tmp_path / "b")}, "b")
+        )

@@ -79,6 +79,14 @@ class AblationConfig:
             "points below the base's; the qualifying one with the lowest benign refusal wins."
         },
     )
+    filter_fit: bool = field(
+        default=False,
+        metadata={
+            "help": "The paper's filter on the fitting prompts: keep the harmful and pseudo-harmful ones the model "
+            "refuses and the harmless ones it answers (greedy answers, the judge's verdicts), so each mean is over "
+            "the behaviour its direction stands for."
+        },
+    )
     judge: str = field(default="evoalign", metadata={"help": "Refusal judge for the validation answers."})
     max_new_tokens: int = field(default=48, metadata={"help": "Greedy tokens generated per validation prompt."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per forward pass."})

@@ -2,7 +2,9 @@
 
 1. Activations of the harmful, harmless and pseudo-harmful training prompts (behind the run's prompt condition)
    give the true-refusal direction r = harmful - harmless and the false-refusal direction v = pseudo - harmless
-   at every layer and candidate position.
+   at every layer and candidate position. With `filter_fit` (the paper's filter), each set first keeps only the
+   prompts whose greedy answer shows what its direction stands for: harmful and pseudo-harmful prompts the model
+   refuses, harmless ones it answers (`ablation.json`'s `fit_filter` counts them).
 2. `method: ablation` (Wang et al. 2025): every candidate (layer, position, strength) ablates v partially
    orthogonalised against r everywhere, with hooks, and answers the validation prompts (greedy).
    `method: probe` (SCANS-style): a logistic probe per layer separates harmful from harmless and pseudo-harmful
@@ -96,6 +98,32 @@ def _fingerprint(config: AblationConfig, sets: dict[str, list[str]]) -> str:
     return hashlib.sha256(json.dumps([keys, sets], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def refusal_flags(chat_model: Any, judge: Any, prompts: list[str], config: AblationConfig, desc: str) -> list[bool]:
+    """Whether the model (as it is, hooks included) refuses each prompt: greedy answers behind the run's condition,
+    the judge's verdicts."""
+    params = SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens)
+    answers = chat_model.generate(with_condition(prompts, config.condition), params, desc=desc)
+    labels = judge.classify([{"prompt": p, "response": a[0].text} for p, a in zip(prompts, answers)])
+    return [is_refusing(label["label"]) for label in labels]
+
+
+# What each fitting set's mean stands for under `filter_fit`: refused (True) or answered (False) prompts.
+FIT_BEHAVIOUR = {"harmful": True, "harmless": False, "pseudo_harmful": True}
+
+
+def filter_fit_sets(chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig):
+    """The fitting sets cut to the prompts whose answer shows the behaviour their direction stands for (the
+    paper's filter): {set name: kept prompts}. A DataError when a set keeps none."""
+    kept = {}
+    for name, refused in FIT_BEHAVIOUR.items():
+        flags = refusal_flags(chat_model, judge, sets[name], config, f"filter {name}")
+        kept[name] = [prompt for prompt, flag in zip(sets[name], flags) if flag == refused]
+        if not kept[name]:
+            behaviour = "refuses" if refused else "answers"
+            raise DataError(f"filter_fit: the model {behaviour} none of the {len(flags)} '{name}' prompts")
+    return kept
+
+
 class Validator:
     """Answers the validation prompts with the model as it is (hooks included); judges them; resumes from disk."""
 
@@ -111,17 +139,13 @@ class Validator:
         """Per-prompt refusal flags, by kind, of the model with `direction` ablated (None: unedited)."""
         if run in self.done:
             return {kind: self.done[run][kind] for kind in self.prompts}
-        params = SamplingParams(temperature=0.0, max_new_tokens=self.config.max_new_tokens)
         found = {}
         for kind, prompts in self.prompts.items():
-            conversations = with_condition(prompts, self.config.condition)
             if direction is None:
-                answers = self.chat_model.generate(conversations, params, desc=f"{run} {kind}")
+                found[kind] = refusal_flags(self.chat_model, self.judge, prompts, self.config, f"{run} {kind}")
             else:
                 with ablation_hooks(self.chat_model.hf_model, direction):
-                    answers = self.chat_model.generate(conversations, params, desc=f"{run} {kind}")
-            labels = self.judge.classify([{"prompt": p, "response": a[0].text} for p, a in zip(prompts, answers)])
-            found[kind] = [is_refusing(label["label"]) for label in labels]
+                    found[kind] = refusal_flags(self.chat_model, self.judge, prompts, self.config, f"{run} {kind}")
         row = {"run": run, **found, "fingerprint": self.fingerprint}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -215,13 +239,17 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         check_layers(layers, blocks)
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(out, config_to_dict(config), "steer")
-    fit = activations_by_set(chat_model, sets, FIT_SETS, config)
-    directions = {
-        "true": mean_difference(fit["harmful"], fit["harmless"]),
-        "false": mean_difference(fit["pseudo_harmful"], fit["harmless"]),
-    }
     with ModelPool() as pool:
-        validator = Validator(chat_model, load_judge(config.judge, pool), sets, config)
+        judge = load_judge(config.judge, pool)
+        given = {name: len(sets[name]) for name in FIT_SETS}
+        if config.filter_fit:
+            sets = {**sets, **filter_fit_sets(chat_model, judge, sets, config)}
+        fit = activations_by_set(chat_model, sets, FIT_SETS, config)
+        directions = {
+            "true": mean_difference(fit["harmful"], fit["harmless"]),
+            "false": mean_difference(fit["pseudo_harmful"], fit["harmless"]),
+        }
+        validator = Validator(chat_model, judge, sets, config)
         base_flags = validator.refusals("base")
         if config.method == "ablation":
             rows = _ablation_candidates(validator, directions, config, blocks)
@@ -243,6 +271,9 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         "rule": f"lowest validation benign refusal with harmful refusal >= base - {config.max_harmful_drop} points",
         "max_harmful_drop": config.max_harmful_drop,
         "sizes": {name: len(prompts) for name, prompts in sets.items()},
+        "fit_filter": {name: {"kept": len(sets[name]), "of": given[name]} for name in FIT_SETS}
+        if config.filter_fit
+        else None,
         "base": {"benign_refusal": base.benign, "harmful_refusal": base.harmful},
         "candidates": rows,
         "chosen": chosen,
