@@ -195,6 +195,16 @@ def _chosen_edit(chosen: dict[str, Any], method: str) -> str:
     return f"layer {chosen['layer']}, position {chosen['position']}, strength {chosen['strength']}"
 
 
+def _filter_note(fit_filter: dict[str, Any] | None) -> str:
+    if not fit_filter:
+        return ""
+    counts = " / ".join(f"{kept['kept']} of {kept['of']}" for kept in fit_filter.values())
+    return (
+        f"; the paper's filter kept {counts}: the harmful and pseudo-harmful prompts the base refuses, the ordinary "
+        "ones it answers"
+    )
+
+
 def _ablation_lines(run: Path) -> list[str]:
     report = _load(run / "ablate" / "ablation.json")
     base, chosen = report.get("base") or {}, report.get("chosen")
@@ -225,7 +235,8 @@ def _ablation_lines(run: Path) -> list[str]:
         "",
         f"{what} fitted on {sizes.get('harmful', 'n/a')} harmful, "
         f"{sizes.get('harmless', 'n/a')} ordinary and {sizes.get('pseudo_harmful', 'n/a')} pseudo-harmful training "
-        f"prompts (the evolved rows among them); {len(report.get('candidates', []))} candidates tried on "
+        f"prompts (the evolved rows among them{_filter_note(report.get('fit_filter'))}); "
+        f"{len(report.get('candidates', []))} candidates tried on "
         f"{sizes.get('validation_benign', 'n/a')} benign and {sizes.get('validation_harmful', 'n/a')} harmful "
         f"validation prompts. The rule, fixed in advance: {report.get('rule', 'n/a')}. Unedited: benign "
         f"{base.get('benign_refusal', float('nan')):.1f}%, harmful {base.get('harmful_refusal', float('nan')):.1f}%; "

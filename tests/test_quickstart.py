@@ -144,6 +144,27 @@ def test_the_chosen_candidate_is_marked_in_the_validation_table(tmp_path):
         in text
     )
     assert "closest" not in text
+    assert "filter" not in text
+
+
+def test_the_report_counts_the_fitting_prompts_the_papers_filter_kept(tmp_path):
+    from evoalign.quickstart_report import write_report
+
+    (tmp_path / "ablate").mkdir()
+    kept = {
+        "harmful": {"kept": 126, "of": 146},
+        "harmless": {"kept": 72, "of": 96},
+        "pseudo_harmful": {"kept": 40, "of": 45},
+    }
+    report = {"base": {"benign_refusal": 60.0, "harmful_refusal": 70.0}, "chosen": None, "candidates": []}
+    sizes = {"harmful": 126, "harmless": 72, "pseudo_harmful": 40}
+    (tmp_path / "ablate" / "ablation.json").write_text(json.dumps({**report, "fit_filter": kept, "sizes": sizes}))
+    text = write_report(tmp_path, {"ablate": 1.0}, 1.0).read_text()
+    assert (
+        "fitted on 126 harmful, 72 ordinary and 40 pseudo-harmful training prompts (the evolved rows among them; the "
+        "paper's filter kept 126 of 146 / 72 of 96 / 40 of 45: the harmful and pseudo-harmful prompts the base "
+        "refuses, the ordinary ones it answers)" in text
+    )
 
 
 @pytest.mark.parametrize(
