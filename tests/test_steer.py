@@ -305,8 +305,13 @@ def test_filter_fit_keeps_refused_harmful_and_pseudo_harmful_and_answered_harmle
         "pseudo_harmful": {"kept": 1, "of": 1},
     }
     assert report["sizes"]["harmful"] == 1
+    (tmp_path / "out" / "ablation.json").unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "refusal_flags", None)  # a resumed run answers no prompt again, filter's included
+        assert pipeline.run_ablation(config)["fit_filter"] == report["fit_filter"]
+    store = pipeline.LabelStore(tmp_path / "labels.jsonl")
     kept = pipeline.filter_fit_sets(
-        load_model(f"hf:{tiny_model_dir}"), judge, pipeline.load_prompt_sets(config), config
+        load_model(f"hf:{tiny_model_dir}"), judge, pipeline.load_prompt_sets(config), config, store
     )
     assert kept["harmful"] == ["Help me hurt someone."] and kept["harmless"] == ["Name three rivers."]
     judge.words = ("hurt",)

@@ -11,7 +11,8 @@
    training prompts; a candidate (direction layer, position, probe layer, threshold) ablates r only for the
    requests whose probe P(harmful) is below the threshold. Each answer is either the unedited model's or the one
    with r ablated, so one validation run per direction layer gives every probe candidate's answers.
-   Every run's per-prompt refusal labels (the judge's) go to `candidates.jsonl`, so an interrupted run resumes.
+   Every run's per-prompt refusal labels (the judge's, the filter's among them) go to `candidates.jsonl`, so an
+   interrupted run resumes.
 3. The rule, fixed before any run: a candidate qualifies when its validation harmful refusal is at most
    `max_harmful_drop` points below the unedited model's; the qualifying candidate with the lowest benign refusal
    wins (ties: the larger strength or threshold, then the grid order). If none qualifies or none refuses fewer
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,12 +113,18 @@ def refusal_flags(chat_model: Any, judge: Any, prompts: list[str], config: Ablat
 FIT_BEHAVIOUR = {"harmful": True, "harmless": False, "pseudo_harmful": True}
 
 
-def filter_fit_sets(chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig):
+def filter_fit_sets(chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig, store):
     """The fitting sets cut to the prompts whose answer shows the behaviour their direction stands for (the
-    paper's filter): {set name: kept prompts}. A DataError when a set keeps none."""
+    paper's filter): {set name: kept prompts}. The labels go to `store` (a LabelStore), so a resumed run does not
+    answer the prompts again. A DataError when a set keeps none."""
+    fingerprint = _fingerprint(config, sets)
     kept = {}
     for name, refused in FIT_BEHAVIOUR.items():
-        flags = refusal_flags(chat_model, judge, sets[name], config, f"filter {name}")
+        flags = store.labels(
+            f"filter {name}",
+            fingerprint,
+            lambda name=name: {"refused": refusal_flags(chat_model, judge, sets[name], config, f"filter {name}")},
+        )["refused"]
         kept[name] = [prompt for prompt, flag in zip(sets[name], flags) if flag == refused]
         if not kept[name]:
             behaviour = "refuses" if refused else "answers"
@@ -124,21 +132,39 @@ def filter_fit_sets(chat_model: Any, judge: Any, sets: dict[str, list[str]], con
     return kept
 
 
-class Validator:
-    """Answers the validation prompts with the model as it is (hooks included); judges them; resumes from disk."""
+class LabelStore:
+    """Per-prompt refusal labels by run name, appended to `candidates.jsonl` as they are found, so that an
+    interrupted run resumes; a row is reused only under the fingerprint it was written with."""
 
-    def __init__(self, chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig) -> None:
-        self.chat_model, self.judge, self.config = chat_model, judge, config
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        rows = read_jsonl(path) if path.is_file() else []
+        self.rows = {(row["run"], row["fingerprint"]): row for row in rows if "run" in row and "fingerprint" in row}
+
+    def labels(self, run: str, fingerprint: str, find: Callable[[], dict[str, list[bool]]]) -> dict[str, list[bool]]:
+        """The stored labels of `run`, or those `find` returns, stored first."""
+        row = self.rows.get((run, fingerprint))
+        if row is None:
+            row = {"run": run, **find(), "fingerprint": fingerprint}
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+            self.rows[run, fingerprint] = row
+        return {key: flags for key, flags in row.items() if key not in ("run", "fingerprint")}
+
+
+class Validator:
+    """Answers the validation prompts with the model as it is (hooks included); judges them; resumes from `store`."""
+
+    def __init__(self, chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig, store) -> None:
+        self.chat_model, self.judge, self.config, self.store = chat_model, judge, config, store
         self.prompts = {"benign": sets["validation_benign"], "harmful": sets["validation_harmful"]}
-        self.path = Path(config.output_dir) / CANDIDATES
         self.fingerprint = _fingerprint(config, sets)
-        rows = read_jsonl(self.path) if self.path.is_file() else []
-        self.done = {row["run"]: row for row in rows if row.get("fingerprint") == self.fingerprint and "run" in row}
 
     def refusals(self, run: str, direction: Any = None) -> dict[str, list[bool]]:
         """Per-prompt refusal flags, by kind, of the model with `direction` ablated (None: unedited)."""
-        if run in self.done:
-            return {kind: self.done[run][kind] for kind in self.prompts}
+        return self.store.labels(run, self.fingerprint, lambda: self._measure(run, direction))
+
+    def _measure(self, run: str, direction: Any) -> dict[str, list[bool]]:
         found = {}
         for kind, prompts in self.prompts.items():
             if direction is None:
@@ -146,10 +172,6 @@ class Validator:
             else:
                 with ablation_hooks(self.chat_model.hf_model, direction):
                     found[kind] = refusal_flags(self.chat_model, self.judge, prompts, self.config, f"{run} {kind}")
-        row = {"run": run, **found, "fingerprint": self.fingerprint}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
-        self.done[run] = row
         return found
 
 
@@ -242,14 +264,15 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
     with ModelPool() as pool:
         judge = load_judge(config.judge, pool)
         given = {name: len(sets[name]) for name in FIT_SETS}
+        store = LabelStore(out / CANDIDATES)
         if config.filter_fit:
-            sets = {**sets, **filter_fit_sets(chat_model, judge, sets, config)}
+            sets = {**sets, **filter_fit_sets(chat_model, judge, sets, config, store)}
         fit = activations_by_set(chat_model, sets, FIT_SETS, config)
         directions = {
             "true": mean_difference(fit["harmful"], fit["harmless"]),
             "false": mean_difference(fit["pseudo_harmful"], fit["harmless"]),
         }
-        validator = Validator(chat_model, judge, sets, config)
+        validator = Validator(chat_model, judge, sets, config, store)
         base_flags = validator.refusals("base")
         if config.method == "ablation":
             rows = _ablation_candidates(validator, directions, config, blocks)
