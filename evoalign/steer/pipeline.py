@@ -113,9 +113,11 @@ def refusal_flags(chat_model: Any, judge: Any, prompts: list[str], config: Ablat
 FIT_BEHAVIOUR = {"harmful": True, "harmless": False, "pseudo_harmful": True}
 
 
-def filter_fit_sets(chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig, store):
+def filter_fit_sets(
+    chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig, store: LabelStore
+) -> dict[str, list[str]]:
     """The fitting sets cut to the prompts whose answer shows the behaviour their direction stands for (the
-    paper's filter): {set name: kept prompts}. The labels go to `store` (a LabelStore), so a resumed run does not
+    paper's filter): {set name: kept prompts}. The labels go to `store`, so a resumed run does not
     answer the prompts again. A DataError when a set keeps none."""
     fingerprint = _fingerprint(config, sets)
     kept = {}
@@ -155,7 +157,9 @@ class LabelStore:
 class Validator:
     """Answers the validation prompts with the model as it is (hooks included); judges them; resumes from `store`."""
 
-    def __init__(self, chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig, store) -> None:
+    def __init__(
+        self, chat_model: Any, judge: Any, sets: dict[str, list[str]], config: AblationConfig, store: LabelStore
+    ) -> None:
         self.chat_model, self.judge, self.config, self.store = chat_model, judge, config, store
         self.prompts = {"benign": sets["validation_benign"], "harmful": sets["validation_harmful"]}
         self.fingerprint = _fingerprint(config, sets)
