@@ -20,7 +20,10 @@ model's refusal probability rises and harmless ones against it:
    harmfulness direction (weight `harmfulness_weight`, 0.01); and `L_reg` is the squared change of the
    representation *outside* the m-dimensional subspace, divided by its dimension (weight `regularization_weight`,
    0.001), so the prompt moves the representation only where the classifiers read it and otherwise stays with the
-   written prompt. AdamW, gradient clipping at 1, the paper's learning rate 1e-3, batch 50 and 40 epochs.
+   written prompt. With `balance_classes` (default) each anchor's term in the two direction losses is weighted by
+   n / (2 n_class), so harmful and harmless anchors count equally: the paper's anchors are balanced, and with a
+   majority of harmless ones the shift shared by all requests, towards less refusal, wins. AdamW, gradient
+   clipping at 1, the paper's learning rate 1e-3, batch 50 and 40 epochs.
 4. **Output** (`output_dir`): `soft_prompt.safetensors` + `soft_prompt.json` (`evoalign.models.soft_prompt`: the
    learnt embeddings and their metadata: base model, virtual tokens, the written prompt, the placement), `dro.json`
    (sizes, the classifiers' fit, the loss curve, and, with `evaluate_anchors`, the anchors' refusal rates with no
@@ -109,6 +112,13 @@ class DROConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the soft prompt."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (torch's default)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    balance_classes: bool = field(
+        default=True,
+        metadata={
+            "help": "Weight each anchor by n / (2 * its class's count) in both direction losses, so harmful and "
+            "harmless anchors count equally, as with the paper's balanced anchors (false: every anchor weighs 1)."
+        },
+    )
     num_epochs: int = field(default=40, metadata={"help": "Passes over the anchors."})
     batch_size: int = field(default=50, metadata={"help": "Anchors per optimisation step."})
     gradient_checkpointing: bool = field(
@@ -352,8 +362,9 @@ def estimate_directions(states: Any, refused: list[bool], harmful: list[bool], m
 # --- the objective and the training loop ---
 
 
-def dro_losses(states: Any, base_states: Any, harmful: Any, estimate: Estimate) -> dict[str, Any]:
-    """The three terms (module docstring) for representations with the soft prompt and with the written one."""
+def dro_losses(states: Any, base_states: Any, harmful: Any, estimate: Estimate, weights: Any = None) -> dict[str, Any]:
+    """The three terms (module docstring) for representations with the soft prompt and with the written one;
+    `weights` (one per anchor, default 1) scale each anchor's term in the two direction losses."""
     import torch.nn.functional as F
 
     delta = estimate.coordinates(states) - estimate.coordinates(base_states)
@@ -364,10 +375,18 @@ def dro_losses(states: Any, base_states: Any, harmful: Any, estimate: Estimate) 
     outside = change - (change @ components.T) @ components
     hidden, m = states.shape[-1], components.shape[0]
     return {
-        "refusal": F.binary_cross_entropy_with_logits(refusal_logit, harmful),
-        "harmfulness": F.binary_cross_entropy_with_logits(harmful_logit, harmful),
+        "refusal": F.binary_cross_entropy_with_logits(refusal_logit, harmful, weight=weights),
+        "harmfulness": F.binary_cross_entropy_with_logits(harmful_logit, harmful, weight=weights),
         "regularization": outside.pow(2).sum(dim=-1).mean() / (hidden - m),
     }
+
+
+def class_weights(harmful: list[bool]) -> Any:
+    """n / (2 * the anchor's class count) per anchor: both classes weigh n / 2 in all, whatever their sizes."""
+    import torch
+
+    count = {kind: sum(h == kind for h in harmful) for kind in (True, False)}
+    return torch.tensor([len(harmful) / (2 * count[h]) for h in harmful])
 
 
 def initial_embeddings(chat_model: Any, init_text: str) -> tuple[Any, list[int]]:
@@ -415,6 +434,7 @@ def train_soft_prompt(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     labels = torch.tensor([float(h) for h in harmful], device=device)
+    weights = class_weights(harmful).to(device) if config.balance_classes else torch.ones_like(labels)
     with torch.no_grad():
         base = torch.cat(
             [
@@ -448,7 +468,7 @@ def train_soft_prompt(
                     batch = order[begin : begin + config.batch_size].tolist()
                     batch_prompts = [prompts[i] for i in batch]
                     states = soft_states(model, tokenizer, batch_prompts, soft, config.layer, context)
-                    terms = dro_losses(states, base[batch], labels[batch], estimate)
+                    terms = dro_losses(states, base[batch], labels[batch], estimate, weights[batch])
                     loss = (
                         terms["refusal"]
                         + config.harmfulness_weight * terms["harmfulness"]
@@ -564,10 +584,24 @@ def run_dro(config: DROConfig) -> dict[str, Any]:
             },
         }
         if config.evaluate_anchors:
-            report["anchor_refusal_rates"]["learnt_prompt"] = _rates(_learnt_flags(chat_model, judge, anchors, config))
+            learnt = _rates(_learnt_flags(chat_model, judge, anchors, config))
+            report["anchor_refusal_rates"]["learnt_prompt"] = learnt
+            _warn_if_harmful_refusal_fell(report["anchor_refusal_rates"]["written_prompt"], learnt)
     atomic_write_json(out / REPORT, report)
     (out / CHECKPOINT).unlink(missing_ok=True)
     return report
+
+
+def _warn_if_harmful_refusal_fell(written: dict[str, float], learnt: dict[str, float]) -> None:
+    """The objective raises harmful anchors' refusal; a learnt prompt that refuses fewer of its own harmful anchors
+    than the written one failed on its training set and will not keep harmful refusal elsewhere either."""
+    if learnt["harmful_refusal"] < written["harmful_refusal"]:
+        logger.warning(
+            "the learnt prompt refuses %.1f%% of the harmful anchors, the written one %.1f%%: DRO failed on its own "
+            "training requests; try another seed, more harmful anchors or balance_classes",
+            learnt["harmful_refusal"],
+            written["harmful_refusal"],
+        )
 
 
 def _unknown_labels(out: Path) -> int:
