@@ -78,6 +78,24 @@ def test_loss_decreases_and_only_the_soft_prompt_changes(tiny, tmp_path):
     assert not any(p.requires_grad for p in tiny.hf_model.parameters()) and not tiny.hf_model.training
 
 
+def test_balanced_losses_count_the_two_classes_equally_whatever_their_sizes():
+    hidden, m = 8, 2
+    estimate = dro.Estimate(
+        torch.zeros(hidden), torch.eye(hidden)[:m], torch.tensor([1.0, 0.0]), 0.0, torch.tensor([0.0, 1.0]), 0.0,
+        [0.5, 0.2], 1.0, 1.0,
+    )  # fmt: skip
+    states, base = torch.randn(4, hidden), torch.zeros(4, hidden)
+    harmful = [True, False, False, False]
+    labels = torch.tensor([float(h) for h in harmful])
+    per_anchor = torch.nn.functional.binary_cross_entropy_with_logits(states[:, 0], labels, reduction="none")
+
+    balanced = dro.dro_losses(states, base, labels, estimate, dro.class_weights(harmful))["refusal"]
+    plain = dro.dro_losses(states, base, labels, estimate)["refusal"]
+
+    assert balanced.item() == pytest.approx(((per_anchor[0] + per_anchor[1:].mean()) / 2).item(), rel=1e-6)
+    assert plain.item() == pytest.approx(per_anchor.mean().item(), rel=1e-6)
+
+
 def test_an_interrupted_run_resumes_to_the_same_prompt(tiny, tmp_path):
     config = _config(tmp_path, num_epochs=3)
     prompts, harmful, estimate = _fitted(tiny, config)
@@ -170,7 +188,7 @@ def test_bad_config_values_name_the_field(tmp_path, capsys, flags, field):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_recipe_end_to_end_writes_a_loadable_prompt(tiny_model_dir, tmp_path, monkeypatch):
+def test_the_recipe_end_to_end_writes_a_loadable_prompt(tiny_model_dir, tmp_path, monkeypatch, caplog):
     for kind, prompts in (("harmful", HARMFUL), ("harmless", HARMLESS)):
         (tmp_path / f"{kind}.jsonl").write_text("".join(json.dumps({"instruction": p}) + "\n" for p in prompts))
 
@@ -195,6 +213,9 @@ def test_the_recipe_end_to_end_writes_a_loadable_prompt(tiny_model_dir, tmp_path
     assert report["anchors"] == {"harmful": 6, "harmless": 6} and len(report["loss"]["curve"]) == 4
     assert set(report["anchor_refusal_rates"]) >= {"no_system_prompt", "written_prompt", "learnt_prompt"}
     assert report["anchor_refusal_rates"]["written_prompt"]["harmful_refusal"] == 100.0
+    # a random model refuses nothing behind the learnt prompt: fewer harmful anchors refused than the written 100%
+    assert report["anchor_refusal_rates"]["learnt_prompt"]["harmful_refusal"] < 100.0
+    assert "DRO failed on its own training requests" in caplog.text
     meta = json.loads((out / META_FILE).read_text())
     assert meta["init_prompt"] == SAFETY_PRIOR and meta["init_tokenization_matches_text"] is True
     assert meta["num_virtual_tokens"] == len(meta["init_token_ids"])
