@@ -586,21 +586,23 @@ def run_dro(config: DROConfig) -> dict[str, Any]:
         if config.evaluate_anchors:
             learnt = _rates(_learnt_flags(chat_model, judge, anchors, config))
             report["anchor_refusal_rates"]["learnt_prompt"] = learnt
-            _warn_if_harmful_refusal_fell(report["anchor_refusal_rates"]["written_prompt"], learnt)
+            _warn_if_harmful_refusal_fell(report["anchor_refusal_rates"]["written_prompt"], learnt, config)
     atomic_write_json(out / REPORT, report)
     (out / CHECKPOINT).unlink(missing_ok=True)
     return report
 
 
-def _warn_if_harmful_refusal_fell(written: dict[str, float], learnt: dict[str, float]) -> None:
+def _warn_if_harmful_refusal_fell(written: dict[str, float], learnt: dict[str, float], config: DROConfig) -> None:
     """The objective raises harmful anchors' refusal; a learnt prompt that refuses fewer of its own harmful anchors
     than the written one failed on its training set and will not keep harmful refusal elsewhere either."""
     if learnt["harmful_refusal"] < written["harmful_refusal"]:
+        remedies = "another seed or more harmful anchors" + ("" if config.balance_classes else ", or balance_classes")
         logger.warning(
             "the learnt prompt refuses %.1f%% of the harmful anchors, the written one %.1f%%: DRO failed on its own "
-            "training requests; try another seed, more harmful anchors or balance_classes",
+            "training requests; try %s",
             learnt["harmful_refusal"],
             written["harmful_refusal"],
+            remedies,
         )
 
 
