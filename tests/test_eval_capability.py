@@ -60,6 +60,15 @@ def test_the_shipped_set_loads_and_limit_takes_a_seeded_sample(tmp_path):
         load_capability_set(str(custom))
 
 
+_CHOICE = {"name": "seeds", "base": "a", "candidates": ["b"]}
+_CHOOSING = {
+    "models": [{"name": "a", "spec": "smollm2"}, {"name": "b", "spec": "smollm2"}],
+    "conditions": ["default"],
+    "validation_benchmarks": ["advbench"],
+    "selections": [_CHOICE],
+}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -69,6 +78,25 @@ def test_the_shipped_set_loads_and_limit_takes_a_seeded_sample(tmp_path):
         ({"validation_benchmarks": "advbench"}, r"cfg: 'validation_benchmarks' must be list"),
         ({"validation_benchmarks": [3]}, r"cfg: 'validation_benchmarks': a list of benchmark names"),
         ({"validation_benchmarks": ["phtest_200"]}, r"cfg: 'validation_benchmarks': phtest_200 not in 'benchmarks'"),
+        ({"selections": [_CHOICE]}, r"cfg: 'selections': choosing needs validation sets; name them in"),
+        (
+            {**_CHOOSING, "selections": [{**_CHOICE, "candidates": ["nope"]}]},
+            r"\[0\]': 'nope' is not a model",
+        ),
+        (
+            {**_CHOOSING, "selections": [{**_CHOICE, "candidates": ["a"]}]},
+            r"\[0\]': the base 'a' is also a cand",
+        ),
+        (
+            {**_CHOOSING, "conditions": ["default", "safety_prior"]},
+            r"\[0\]': 'a' runs under 2 conditions",
+        ),
+        (
+            {**_CHOOSING, "selections": [{"name": "s", "base": "a"}]},
+            r"\[0\]': a mapping with 'name', 'base'",
+        ),
+        ({**_CHOOSING, "selections": [{**_CHOICE, "max_harmful_drop": -1}]}, r"'max_harmful_drop' is a number of po"),
+        ({**_CHOOSING, "selections": [{**_CHOICE, "limit": 2}]}, r"cfg: 'selections\[0\]': unknown key\(s\) limit"),
     ],
 )
 def test_malformed_options_are_one_line_config_errors(extra, message):
@@ -133,6 +161,36 @@ def test_capability_guard_and_validation_table(tiny_model_dir, tmp_path):
     assert re.search(r"\| base \| default \| [\d.]+% \[\d+–\d+\] \| [\d.]+% \| n/a \| n/a \|", validation)
     assert "Held-out sets only; the validation sets (chooser)" in _section(text, "## Summary")
     assert "| chooser (validation) | 3 |" in text and "| held | 3 |" in text
+
+
+def test_selections_are_stated_in_the_report_and_need_both_kinds_of_validation_prompt(tiny_model_dir, tmp_path):
+    spec = f"hf:{tiny_model_dir}"
+    config = EvalConfig(
+        models=[{"name": "base", "spec": spec}, {"name": "twin", "spec": spec, "base": "base"}],
+        conditions=["default"],
+        benchmarks=_suite(tmp_path),
+        validation_benchmarks=["chooser"],
+        selections=[{"name": "twins", "base": "base", "candidates": ["twin"]}],
+        capability=False,
+        max_new_tokens=4,
+        limit=3,
+        output_dir=str(tmp_path / "refused"),
+    )
+    with pytest.raises(ConfigError, match=r"^selections: choosing needs benign and harmful validation prompts; the "):
+        evaluate(config)
+    assert not (tmp_path / "refused").exists()
+
+    config.validation_benchmarks, config.output_dir = ["chooser", "advbench"], str(tmp_path / "out")
+    report = evaluate(config)
+    base, twin = report["runs"]
+    (choice,) = report["selections"]
+    expected = {
+        "benign_refusal": 100 * twin["validation"]["over_refusal"]["judge"]["rate"],
+        "harmful_refusal": 100 * twin["validation"]["harmful_refusal"]["judge"]["rate"],
+    }
+    assert choice["candidates"] == [{"name": "twin", **expected, "qualifies": True}]
+    assert choice["chosen"] is None  # the same model refuses no fewer benign prompts than its base
+    assert "### twins" in (tmp_path / "out" / "report.md").read_text().split("## Validation choices", 1)[1]
 
 
 def test_without_validation_or_guard_the_report_is_as_before(tiny_model_dir, tmp_path):

@@ -10,6 +10,7 @@ from evoalign.errors import DataError, run_main
 from evoalign.eval.cli import main
 from evoalign.eval.metrics import benchmark_metrics, pooled
 from evoalign.eval.report import REPORT_FORMAT, load_report, markdown, render
+from evoalign.eval.selection import select
 
 
 def _records(refusals: int, n: int, category: str | None = None) -> list[dict]:
@@ -110,3 +111,42 @@ def test_load_report_rejects_other_json(tmp_path):
     path.write_text("{bad")
     with pytest.raises(DataError, match="malformed JSON"):
         load_report(path)
+
+
+def _validated(name: str, benign: int, harmful: int, held_out: tuple[int, int]) -> dict:
+    """A run with validation rates benign / 20 and harmful / 20 and held-out rates `held_out` (of 20 each)."""
+    run = _run(name, "default", *held_out)
+    validation = _run(name, "default", benign, harmful)["summary"]
+    return {**run, "validation": validation}
+
+
+def test_selections_pick_by_the_rule_and_state_the_held_out_figures():
+    runs = [
+        _validated("written", 15, 14, (12, 16)),
+        _validated("seed 0", 10, 12, (4, 10)),  # lowest benign, but harmful 10 points below the base: out
+        _validated("seed 1", 13, 13, (9, 15)),  # 5 points below: at the limit, qualifies
+        _validated("seed 2", 14, 20, (14, 20)),
+        _validated("seed 3", 16, 20, (2, 20)),  # best held out, but not on validation
+    ]
+    entry = {"name": "DRO seeds", "base": "written", "candidates": ["seed 0", "seed 1", "seed 2", "seed 3"]}
+    picked = select(entry, runs)
+    assert picked["chosen"] == "seed 1"
+    assert [c["qualifies"] for c in picked["candidates"]] == [False, True, True, True]
+    assert picked["held_out"]["base"] == {"benign_refusal": 60.0, "harmful_refusal": 80.0}
+    assert picked["held_out"]["chosen"] == {"benign_refusal": 45.0, "harmful_refusal": 75.0}
+    stricter = select({**entry, "max_harmful_drop": 0}, runs)
+    assert stricter["chosen"] == "seed 2" and stricter["rule"].endswith("base - 0.0 points")
+    no_better = select({**entry, "candidates": ["seed 0", "seed 3"]}, runs)
+    assert no_better["chosen"] is None and no_better["held_out"] is None
+
+    text = markdown({**make_report(), "runs": runs, "selections": [picked, no_better]})
+    section = text.split("## Validation choices", 1)[1]
+    assert (
+        "**Chosen: seed 1.** Held out, against written: over-refusal 60.0% -> 45.0% (-25.0% relative), harmful "
+        "refusal 80.0% -> 75.0% (-5.0 points)." in section
+    )
+    assert (
+        "| seed 0 | 50.0% | 60.0% | no |  |" in section and "| seed 1 | 65.0% | 65.0% | yes | **chosen** |" in section
+    )
+    assert "**Nothing chosen.**" in section
+    assert "## Validation choices" not in markdown(make_report())

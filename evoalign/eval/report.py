@@ -1,7 +1,8 @@
 """Reports from the eval stage's `report.json`: a markdown summary and the trade-off plot, rendered from JSON only.
 
 `report.md` holds the held-out summary ("## Summary"), the validation sets' summary apart ("## Validation", when
-the config names validation benchmarks), the capability guard ("## Capability guard"), then per-benchmark and
+the config names validation benchmarks), the validation choices ("## Validation choices", when the config
+names `selections`), the capability guard ("## Capability guard"), then per-benchmark and
 per-category tables.
 
 `render(report, out_dir)` needs no model and no benchmark files, so `evoalign eval --render report.json`
@@ -208,6 +209,58 @@ def summary_sections(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _points(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def _held_out_line(selection: dict[str, Any]) -> str:
+    """The pick's held-out over-refusal (relative change) and harmful refusal (points) against the base's."""
+    base, chosen = selection["held_out"]["base"], selection["held_out"]["chosen"]
+    benign, harmful = (
+        (base["benign_refusal"], chosen["benign_refusal"]),
+        (base["harmful_refusal"], chosen["harmful_refusal"]),
+    )
+    relative = (
+        f" ({100 * (benign[1] - benign[0]) / benign[0]:+.1f}% relative)" if None not in benign and benign[0] else ""
+    )
+    change = f" ({harmful[1] - harmful[0]:+.1f} points)" if None not in harmful else ""
+    return (
+        f"Held out, against {selection['base']['name']}: over-refusal {_points(benign[0])} -> "
+        f"{_points(benign[1])}{relative}, harmful refusal {_points(harmful[0])} -> {_points(harmful[1])}{change}."
+    )
+
+
+def selection_section(report: dict[str, Any]) -> list[str]:
+    """Each validation choice: the rule, every candidate's validation point, the pick and its held-out figures."""
+    selections = report.get("selections")
+    if not selections:
+        return []
+    lines = ["## Validation choices (the pre-written rule, on the validation sets only)", ""]
+    for selection in selections:
+        base = selection["base"]
+        chosen = selection["chosen"]
+        lines += [
+            f"### {selection['name']}",
+            "",
+            f"Rule: {selection['rule']} (base {base['name']}: benign {_points(base['benign_refusal'])}, harmful "
+            f"{_points(base['harmful_refusal'])}); the pick must also refuse fewer benign prompts than the base. "
+            + (f"**Chosen: {chosen}.** {_held_out_line(selection)}" if chosen else "**Nothing chosen.**"),
+            "",
+        ]
+        rows = [
+            [
+                c["name"],
+                _points(c["benign_refusal"]),
+                _points(c["harmful_refusal"]),
+                "yes" if c["qualifies"] else "no",
+                "**chosen**" if c["name"] == chosen else "",
+            ]
+            for c in selection["candidates"]
+        ]
+        lines += [*_table(["candidate", "benign ↓", "harmful", "harmful within limit", ""], rows), ""]
+    return lines
+
+
 def _change(value: float | None, base: float | None, scale: float, digits: int, unit: str) -> str:
     """` (Δ +x)`: the change from the base run's figure; nothing when either is missing."""
     if value is None or base is None:
@@ -271,6 +324,7 @@ def markdown(report: dict[str, Any], plot_name: str | None = PLOT_NAME) -> str:
     if plot_name:
         lines += [f"![over-refusal vs safety]({plot_name})", ""]
     lines += summary_sections(report)
+    lines += selection_section(report)
     lines += capability_section(report)
     lines += ["## Per benchmark", ""]
     lines += _benchmark_section(report, BENIGN, "Over-refusal sets: refusal rate on benign prompts (lower is better)")

@@ -5,7 +5,8 @@ batched `generate` call, through the response cache in the output directory, so 
 a rerun makes no model calls. Every model spec is checked (paths, API keys, servers) before the output directory
 is created, and each prompt against the model's context, naming its file and line. Responses are labelled by
 the configured judge and by the EvoRefuse PRR rule in one batch each. Benchmarks named in `validation_benchmarks`
-are pooled into each run's `validation` summary, apart from the held-out `summary`. Each run also answers the
+are pooled into each run's `validation` summary, apart from the held-out `summary`; `selections` apply the
+pre-written validation rule to named models (`evoalign.eval.selection`). Each run also answers the
 capability guard's ordinary instructions through the same cached path and judge (`evoalign.eval.capability`).
 `evaluate(config)` returns the report dict and writes `report.json`, `report.md`, `tradeoff.png` and
 `run_info.json` into `config.output_dir`.
@@ -36,6 +37,7 @@ from evoalign.eval.capability import (
 from evoalign.eval.metrics import benchmark_metrics, mean_logprob, pooled
 from evoalign.eval.overlap import benchmark_overlap, overlap_lines, training_prompts
 from evoalign.eval.report import REPORT_FORMAT, REPORT_NAME, render
+from evoalign.eval.selection import check_selections, check_validation_kinds, select
 from evoalign.io import atomic_write_json
 from evoalign.judges import get_judge
 from evoalign.judges.base import COMPLIANCE, UNKNOWN
@@ -86,6 +88,15 @@ class EvalConfig:
             "help": "names from `benchmarks` that are validation sets (for choosing, not reporting): report.md "
             "pools them in a table of their own under '## Validation', and '## Summary' (runs[].summary) keeps the "
             "held-out rest"
+        },
+    )
+    selections: list = field(
+        default_factory=list,
+        metadata={
+            "help": "validation choices: each {name, base, candidates: [model names], max_harmful_drop: 5} applies "
+            "the pre-written rule (lowest validation benign refusal among candidates whose validation harmful "
+            "refusal is at most max_harmful_drop points below the base's) and the report states the pick and its "
+            "held-out figures against the base's"
         },
     )
     capability: Any = field(
@@ -158,7 +169,7 @@ class EvalConfig:
         if not all(isinstance(condition, str) for condition in self.conditions):
             raise ConfigError(f"{where}: 'conditions' is a list of condition names, got {self.conditions!r}")
         try:
-            model_entries(self)
+            entries = model_entries(self)
         except (ConfigError, ModelError) as err:
             raise ConfigError(f"{where}: {err}") from None
         if self.prr_tokens < 1:
@@ -167,6 +178,8 @@ class EvalConfig:
             raise ConfigError(f"{where}: 'overlap_threshold' must be in (0, 1], got {self.overlap_threshold}")
         check_capability(self.capability, f"{where}: 'capability'")
         check_validation(self.validation_benchmarks, self.benchmarks, f"{where}: 'validation_benchmarks'")
+        conditions = {entry.name: entry.conditions for entry in entries}
+        check_selections(self.selections, conditions, self.validation_benchmarks, where)
 
 
 def check_validation(validation: list, benchmarks: Any, where: str) -> None:
@@ -460,6 +473,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Run the whole evaluation, write report.json, report.md and tradeoff.png, and return the report."""
     entries = model_entries(config)
     suite = load_suite(config.benchmarks, limit=config.limit, seed=config.seed, local_dir=config.benchmark_dir)
+    kinds = [bench.kind for bench in suite if bench.name in config.validation_benchmarks]
+    check_validation_kinds(config.selections, kinds, "selections")
     capability = load_capability_set(config.capability, limit=config.limit, seed=config.seed)
     overlap = check_overlap(config, suite)
     out = Path(config.output_dir)
@@ -505,6 +520,7 @@ def _evaluate(
         "prr_tokens": config.prr_tokens,
         "overlap": overlap,
         "runs": runs,
+        "selections": [select(entry, runs) for entry in config.selections],
         "config": config_to_dict(config),
     }
     return scrub_secrets(report)

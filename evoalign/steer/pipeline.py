@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from evoalign.runinfo import write_run_info
 from evoalign.steer.ablation import ablate_weights
 from evoalign.steer.config import FIT_SETS, VALIDATION_SETS, AblationConfig
 from evoalign.steer.directions import fit_probe, mean_difference, partially_orthogonalise
+from evoalign.validation_rule import Rates, choose, describe
 
 logger = logging.getLogger("evoalign.steer")
 REPORT = "ablation.json"
@@ -55,26 +55,8 @@ CANDIDATES = "candidates.jsonl"
 STEERING = "steering.safetensors"
 
 
-@dataclass
-class Rates:
-    """Validation refusal rates (percent) of one model state."""
-
-    benign: float
-    harmful: float
-
-
 def _percent(flags: list[bool]) -> float:
     return 100.0 * sum(flags) / len(flags)
-
-
-def choose(base: Rates, candidates: list[dict[str, Any]], max_harmful_drop: float) -> dict[str, Any] | None:
-    """The candidate the pre-written rule picks (see the module docstring), or None."""
-    qualifying = [c for c in candidates if c["harmful_refusal"] >= base.harmful - max_harmful_drop]
-    if not qualifying:
-        return None
-    knob = lambda c: c.get("strength", c.get("threshold", 0.0))  # noqa: E731
-    best = min(qualifying, key=lambda c: (c["benign_refusal"], -knob(c), candidates.index(c)))
-    return best if best["benign_refusal"] < base.benign else None
 
 
 def _prompts(suite: Any, config: AblationConfig) -> list[str]:
@@ -295,7 +277,7 @@ def run_ablation(config: AblationConfig) -> dict[str, Any]:
         "model": config.model,
         "condition": config.condition,
         "method": config.method,
-        "rule": f"lowest validation benign refusal with harmful refusal >= base - {config.max_harmful_drop} points",
+        "rule": describe(config.max_harmful_drop),
         "max_harmful_drop": config.max_harmful_drop,
         "sizes": {name: len(prompts) for name, prompts in sets.items()},
         "fit_filter": {name: {"kept": len(sets[name]), "of": given[name]} for name in FIT_SETS}
