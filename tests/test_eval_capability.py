@@ -96,6 +96,7 @@ _CHOOSING = {
             r"\[0\]': a mapping with 'name', 'base'",
         ),
         ({**_CHOOSING, "selections": [{**_CHOICE, "max_harmful_drop": -1}]}, r"'max_harmful_drop' is a number of po"),
+        ({**_CHOOSING, "selections": [{**_CHOICE, "subsets": [2]}]}, r"'subsets' is a list of sizes from 1 to 1, got"),
         ({**_CHOOSING, "selections": [{**_CHOICE, "limit": 2}]}, r"cfg: 'selections\[0\]': unknown key\(s\) limit"),
     ],
 )

@@ -129,8 +129,13 @@ def test_selections_pick_by_the_rule_and_state_the_held_out_figures():
         _validated("seed 3", 16, 20, (2, 20)),  # best held out, but not on validation
     ]
     entry = {"name": "DRO seeds", "base": "written", "candidates": ["seed 0", "seed 1", "seed 2", "seed 3"]}
-    picked = select(entry, runs)
+    picked = select({**entry, "subsets": [2, 4]}, runs)
     assert picked["chosen"] == "seed 1"
+    # pairs: {0,1} 1, {0,2} 2, {0,3} none (seed 3 refuses more benign than the base), {1,2} 1, {1,3} 1, {2,3} 2
+    assert picked["subsets"] == [
+        {"size": 2, "count": 6, "picked": 5, "meets": 3},
+        {"size": 4, "count": 1, "picked": 1, "meets": 1},
+    ]
     assert [c["qualifies"] for c in picked["candidates"]] == [False, True, True, True]
     assert picked["held_out"]["base"] == {"benign_refusal": 60.0, "harmful_refusal": 80.0}
     assert picked["held_out"]["chosen"] == {"benign_refusal": 45.0, "harmful_refusal": 75.0}
@@ -147,6 +152,10 @@ def test_selections_pick_by_the_rule_and_state_the_held_out_figures():
     )
     assert (
         "| seed 0 | 50.0% | 60.0% | no |  |" in section and "| seed 1 | 65.0% | 65.0% | yes | **chosen** |" in section
+    )
+    assert (
+        "- Over every 2 of the 4 candidates (6 subsets): the rule picks one in 5, and its pick lowers held-out "
+        "over-refusal with harmful refusal at most 5 points lower in **3 (50%)**." in section
     )
     assert "**Nothing chosen.**" in section
     assert "## Validation choices" not in markdown(make_report())

@@ -258,7 +258,19 @@ def selection_section(report: dict[str, Any]) -> list[str]:
             for c in selection["candidates"]
         ]
         lines += [*_table(["candidate", "benign ↓", "harmful", "harmful within limit", ""], rows), ""]
+        lines += [_subset_line(selection, shares) for shares in selection.get("subsets", [])]
+        lines += [""] if selection.get("subsets") else []
     return lines
+
+
+def _subset_line(selection: dict[str, Any], shares: dict[str, Any]) -> str:
+    """How often the rule's pick among `size` of the candidates meets the claim held out (a reliability measure)."""
+    count, met = shares["count"], shares["meets"]
+    return (
+        f"- Over every {shares['size']} of the {len(selection['candidates'])} candidates ({count} subsets): the rule "
+        f"picks one in {shares['picked']}, and its pick lowers held-out over-refusal with harmful refusal at most "
+        f"{selection['max_harmful_drop']:g} points lower in **{met} ({100 * met / count:.0f}%)**."
+    )
 
 
 def _change(value: float | None, base: float | None, scale: float, digits: int, unit: str) -> str:
