@@ -97,6 +97,8 @@ _CHOOSING = {
         ),
         ({**_CHOOSING, "selections": [{**_CHOICE, "max_harmful_drop": -1}]}, r"'max_harmful_drop' is a number of po"),
         ({**_CHOOSING, "selections": [{**_CHOICE, "subsets": [2]}]}, r"'subsets' is a list of sizes from 1 to 1, got"),
+        ({**_CHOOSING, "selections": [{**_CHOICE, "candidates": [{"b": 1}]}]}, r"'candidates' is a non-empty list of"),
+        ({**_CHOOSING, "selections": [{**_CHOICE, "base": ["a"]}]}, r"'selections\[0\]': 'base' is a model name"),
         ({**_CHOOSING, "selections": [{**_CHOICE, "limit": 2}]}, r"cfg: 'selections\[0\]': unknown key\(s\) limit"),
     ],
 )

@@ -25,7 +25,7 @@ def check_selections(selections: Any, conditions: Mapping[str, Sequence[str]], v
     validation sets. `conditions` maps each model name to the conditions it runs under."""
     if not isinstance(selections, list):
         raise ConfigError(
-            f"{where}: 'selections': a list of {{name, base, candidates, max_harmful_drop}}, got {selections!r}"
+            f"{where}: 'selections': a list of {{name, base, candidates, max_harmful_drop, subsets}}, got {selections!r}"
         )
     if selections and not validation:
         raise ConfigError(
@@ -41,7 +41,7 @@ def check_selections(selections: Any, conditions: Mapping[str, Sequence[str]], v
                 f"{at}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SELECTION_KEYS))}"
             )
         candidates = entry["candidates"]
-        if not isinstance(candidates, list) or not candidates:
+        if not isinstance(candidates, list) or not candidates or not all(isinstance(n, str) for n in candidates):
             raise ConfigError(f"{at}: 'candidates' is a non-empty list of model names, got {candidates!r}")
         drop = entry.get("max_harmful_drop", DEFAULT_MAX_HARMFUL_DROP)
         if isinstance(drop, bool) or not isinstance(drop, (int, float)) or drop < 0:
@@ -49,6 +49,8 @@ def check_selections(selections: Any, conditions: Mapping[str, Sequence[str]], v
         sizes = entry.get("subsets", [])
         if not isinstance(sizes, list) or not all(_whole(k) and 1 <= k <= len(candidates) for k in sizes):
             raise ConfigError(f"{at}: 'subsets' is a list of sizes from 1 to {len(candidates)}, got {sizes!r}")
+        if not isinstance(entry["base"], str):
+            raise ConfigError(f"{at}: 'base' is a model name, got {entry['base']!r}")
         if entry["base"] in candidates:
             raise ConfigError(f"{at}: the base '{entry['base']}' is also a candidate")
         for name in [entry["base"], *candidates]:
