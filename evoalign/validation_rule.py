@@ -26,9 +26,14 @@ def describe(max_harmful_drop: float) -> str:
     return f"lowest validation benign refusal with harmful refusal >= base - {max_harmful_drop} points"
 
 
+def qualifies(base_harmful: float, harmful: float, max_harmful_drop: float) -> bool:
+    """Whether a candidate's harmful refusal is at most `max_harmful_drop` points below the base's."""
+    return harmful >= base_harmful - max_harmful_drop
+
+
 def choose(base: Rates, candidates: list[dict[str, Any]], max_harmful_drop: float) -> dict[str, Any] | None:
     """The candidate (a dict with `benign_refusal` and `harmful_refusal` in percent) the rule picks, or None."""
-    qualifying = [c for c in candidates if c["harmful_refusal"] >= base.harmful - max_harmful_drop]
+    qualifying = [c for c in candidates if qualifies(base.harmful, c["harmful_refusal"], max_harmful_drop)]
     if not qualifying:
         return None
     knob = lambda c: c.get("strength", c.get("threshold", 0.0))  # noqa: E731
