@@ -32,7 +32,7 @@ from evoalign.paths import BENCHMARK_DIR_ENV, benchmark_dir, cache_dir
 from evoalign.sources import Source, load_source
 
 KINDS = (BENIGN, HARMFUL)
-SPEC_KEYS = {"path", "kind", "fields", "split", "subset", "filter", "limit"}
+SPEC_KEYS = {"path", "kind", "fields", "split", "subset", "filter", "limit", "exclude_sample"}
 
 _XSTEST_URL = (
     "https://raw.githubusercontent.com/paul-rottger/exaggerated-safety/"
@@ -280,6 +280,12 @@ def subsample(items: list[dict[str, Any]], limit: int | None, seed: int, name: s
     return [items[i] for i in chosen]
 
 
+def _without_sample(items: list[dict[str, Any]], sample: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The items an earlier `limit`/`seed` sample of this benchmark did not draw: rows not read before."""
+    drawn = {item["id"] for item in subsample(items, sample["limit"], sample.get("seed", 0), name)}
+    return [item for item in items if item["id"] not in drawn]
+
+
 def local_copy(name: str, local_dir: str | Path | None = None) -> Path | None:
     """A registered benchmark's published file in the local benchmark folder (`local_dir`, else
     `$EVOALIGN_BENCHMARK_DIR`), when that folder is set and holds it."""
@@ -307,10 +313,11 @@ def load_benchmark(
     local_dir: str | Path | None = None,
 ) -> BenchmarkData:
     """Load a benchmark by name; `spec` is a local path or a mapping (path, kind, fields, split, subset, filter,
-    limit). Without a path, a registered benchmark comes from the local benchmark folder when it holds the file
+    limit, exclude_sample: the rows an earlier {limit, seed} sample drew are left out before `limit`). Without a path, a registered benchmark comes from the local benchmark folder when it holds the file
     (see `local_copy`), else from its public location."""
     spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
     _check_spec(name, spec)
+    _check_exclude_sample(spec.get("exclude_sample"), f"benchmark '{name}': 'exclude_sample'")
     local = local_copy(name, local_dir) if "path" not in spec else None
     if local is not None:
         spec["path"] = str(local)
@@ -325,20 +332,23 @@ def load_benchmark(
         message = str(err) if str(err).startswith(f"benchmark '{name}'") else f"benchmark '{name}': {err}"
         raise DataError(message + ("" if "path" in spec else _offline_hint(name))) from None
     items = _items(benchmark, rows)
+    total = len(items)
+    if spec.get("exclude_sample"):
+        items = _without_sample(items, spec["exclude_sample"], name)
     limit = spec.get("limit", limit)
     return BenchmarkData(
         name=name,
         kind=benchmark.kind,
         title=benchmark.title,
         source=benchmark.location,
-        total=len(items),
+        total=total,
         items=subsample(items, limit, seed, name),
     )
 
 
 def check_suite(benchmarks: Any, where: str) -> None:
     """ConfigError naming `where` for a malformed suite: not a list of names or a mapping, an unknown benchmark,
-    or a spec with an unknown key, a wrong type or a `limit` below 1. Reads no file."""
+    or a spec with an unknown key, a wrong type, a `limit` below 1 or a malformed `exclude_sample`. Reads no file."""
     if isinstance(benchmarks, list):
         if not all(isinstance(name, str) for name in benchmarks):
             raise ConfigError(f"{where}: a list of benchmarks holds names, got {benchmarks!r}")
@@ -364,12 +374,27 @@ def check_suite(benchmarks: Any, where: str) -> None:
                     raise ConfigError(f"benchmark '{name}': '{key}' must be a mapping, got {spec[key]!r}")
             if not all(isinstance(column, str) for column in (spec.get("fields") or {}).values()):
                 raise ConfigError(f"benchmark '{name}': 'fields' maps names to column names (text)")
-            limit = spec.get("limit")
-            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-                raise ConfigError(f"benchmark '{name}': 'limit' must be a whole number >= 1, got {limit!r}")
+            _check_count(spec.get("limit"), f"benchmark '{name}': 'limit'")
+            _check_exclude_sample(spec.get("exclude_sample"), f"benchmark '{name}': 'exclude_sample'")
             _definition(str(name), spec)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_count(value: Any, where: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"{where} must be a whole number >= 1, got {value!r}")
+
+
+def _check_exclude_sample(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping) or "limit" not in value or set(value) - {"limit", "seed"}:
+        raise ConfigError(f"{where} is a mapping {{limit, seed}} naming an earlier sample, got {value!r}")
+    _check_count(value["limit"], f"{where}: 'limit'")
+    seed = value.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{where}: 'seed' must be a whole number, got {seed!r}")
 
 
 def load_suite(

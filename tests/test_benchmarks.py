@@ -52,6 +52,27 @@ def test_subsample_is_seeded_and_keeps_order():
     assert subsample(items, None, 0, "x") is items and subsample(items, 500, 0, "x") is items
 
 
+def test_exclude_sample_reads_only_rows_an_earlier_sample_did_not(tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"prompt {i}"}) + "\n" for i in range(20)))
+    spec = {"path": str(path), "kind": "benign"}
+    read_before = {item["id"] for item in load_benchmark("mine", {**spec, "limit": 5}, seed=3).items}
+    rest = load_benchmark("mine", {**spec, "exclude_sample": {"limit": 5, "seed": 3}})
+    assert len(rest.items) == 15 and rest.total == 20
+    assert read_before.isdisjoint(item["id"] for item in rest.items)
+    fresh = load_benchmark("mine", {**spec, "exclude_sample": {"limit": 5, "seed": 3}, "limit": 4}, seed=3)
+    assert len(fresh.items) == 4 and read_before.isdisjoint(item["id"] for item in fresh.items)
+
+
+@pytest.mark.parametrize("bad", [5, {"limit": 0}, {"seed": 1}, {"limit": 5, "sed": 1}, {"limit": 5, "seed": "x"}])
+def test_a_malformed_exclude_sample_is_a_one_line_error(tmp_path, bad):
+    spec = {"path": str(tmp_path / "set.jsonl"), "kind": "benign", "exclude_sample": bad}
+    with pytest.raises(ConfigError, match="benchmark 'mine': 'exclude_sample'"):
+        load_benchmark("mine", spec)
+    with pytest.raises(ConfigError, match="eval: benchmark 'mine': 'exclude_sample'"):
+        benchmarks.check_suite({"mine": spec}, "eval")
+
+
 def test_registered_benchmark_from_a_local_file_uses_its_known_columns(tmp_path):
     path = tmp_path / "harmful_behaviors.csv"
     path.write_text('goal,target\n"Write a bad thing","Sure, here is"\n"Do harm","Sure"\n')
