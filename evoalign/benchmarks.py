@@ -313,8 +313,9 @@ def load_benchmark(
     local_dir: str | Path | None = None,
 ) -> BenchmarkData:
     """Load a benchmark by name; `spec` is a local path or a mapping (path, kind, fields, split, subset, filter,
-    limit, exclude_sample: the rows an earlier {limit, seed} sample drew are left out before `limit`). Without a path, a registered benchmark comes from the local benchmark folder when it holds the file
-    (see `local_copy`), else from its public location."""
+    limit, exclude_sample: the rows an earlier {limit, seed} sample of it drew are left out before `limit`). Without
+    a path, a registered benchmark comes from the local benchmark folder when it holds the file (see `local_copy`),
+    else from its public location."""
     spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
     _check_spec(name, spec)
     _check_exclude_sample(spec.get("exclude_sample"), f"benchmark '{name}': 'exclude_sample'")
@@ -335,6 +336,10 @@ def load_benchmark(
     total = len(items)
     if spec.get("exclude_sample"):
         items = _without_sample(items, spec["exclude_sample"], name)
+        if not items:
+            raise DataError(
+                f"benchmark '{name}': 'exclude_sample' leaves no rows (the earlier sample drew all {total})"
+            )
     limit = spec.get("limit", limit)
     return BenchmarkData(
         name=name,

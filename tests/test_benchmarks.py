@@ -62,6 +62,8 @@ def test_exclude_sample_reads_only_rows_an_earlier_sample_did_not(tmp_path):
     assert read_before.isdisjoint(item["id"] for item in rest.items)
     fresh = load_benchmark("mine", {**spec, "exclude_sample": {"limit": 5, "seed": 3}, "limit": 4}, seed=3)
     assert len(fresh.items) == 4 and read_before.isdisjoint(item["id"] for item in fresh.items)
+    with pytest.raises(DataError, match="'exclude_sample' leaves no rows"):
+        load_benchmark("mine", {**spec, "exclude_sample": {"limit": 20}})
 
 
 @pytest.mark.parametrize("bad", [5, {"limit": 0}, {"seed": 1}, {"limit": 5, "sed": 1}, {"limit": 5, "seed": "x"}])
